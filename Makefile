@@ -1,0 +1,55 @@
+# veil: `make demo` and `make test` work on a fresh machine with Python 3.11.
+# torch is installed first and pinned to the CPU build on local disk, so pip never
+# resolves a multi-GB CUDA build on its own.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.veil-installed
+TORCH  := torch==2.13.0
+DEBS   := bubblewrap dataset-fashion-mnist
+
+# Tests and benchmarks read the shared data folder when it is there.
+SHARED_DATA := $(wildcard ../shared/data)
+ifneq ($(SHARED_DATA),)
+export VEIL_DATA ?= $(abspath $(SHARED_DATA))
+endif
+
+.PHONY: setup demo test bench bench-quick lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { dpkg -s $(DEBS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq $(DEBS) >/dev/null; } || \
+	    echo "note: could not install $(DEBS); tests that need them will say so"; } || true
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/veil run --out veil-out --force
+	@echo "open veil-out/report.html"
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-quick: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick --out /tmp/$$(basename $$b .py).json || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) veil-out .pytest_cache .ruff_cache

@@ -1,0 +1,84 @@
+"""Entry point of the ``veil`` command: global options, command groups, one-line errors.
+
+Errors veil raises on purpose (:class:`VeilError`) print as ``error: <message>`` on one line
+with exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from veil import __version__
+from veil.cli import data, model, report, run, train
+
+app = typer.Typer(
+    name="veil",
+    help="Privacy-preserving machine learning: train, protect, audit and report on models "
+    "under four guarantees (training-data, input, output and model privacy).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.add_typer(model.app, name="model")
+app.command("train")(train.train)
+app.command("report")(report.report)
+app.command("run")(run.run)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"veil {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _globals(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    from veil.core.progress import set_quiet
+
+    set_quiet(quiet)
+    _state["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return (and exit with) its status code."""
+    import click
+
+    from veil.core.errors import VeilError
+
+    try:
+        app(args=argv, standalone_mode=False)
+        code = 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        code = 1
+    except VeilError as e:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        code = 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code) if argv is None else None
+    return code
+
+
+if __name__ == "__main__":
+    main()

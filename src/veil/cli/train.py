@@ -1,0 +1,66 @@
+"""``veil train``: plain (non-private) training; saves a model file and a ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["hidden=[64]", "activation=tanh"]`` to a dict; values are JSON, else plain strings."""
+    from veil.core.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad option {pair!r}: write KEY=VALUE, e.g. hidden=[64,32]")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def train(
+    data: str = typer.Option(..., "--data", "-d", help="Data set name (see `veil data list`)."),
+    model: str = typer.Option("mlp", "--model", "-m", help="mlp, mnist-cnn, cifar-cnn, lenet."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Model option KEY=VALUE."),
+    epochs: int = typer.Option(10, help="Passes over the training set."),
+    batch_size: int = typer.Option(64, help="Examples per step."),
+    lr: float = typer.Option(0.05, help="Learning rate."),
+    optimizer: str = typer.Option("sgd", help="sgd (momentum 0.9) or adam."),
+    seed: int = typer.Option(0, help="Seed for weights and shuffling."),
+    limit: int = typer.Option(None, help="Train on the first N examples only."),
+    out: Path = typer.Option(Path("model.veil"), "--out", "-o", help="Model file to write."),
+    ledger: Path = typer.Option(None, help="Ledger to write (default: OUT with .ledger.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Train a network without privacy protection (a baseline); no guarantee is claimed."""
+    from rich.console import Console
+
+    from veil.core.errors import refuse_overwrite
+    from veil.core.guarantees import Ledger
+    from veil.core.io import save_model
+    from veil.core.train import train_named
+
+    ledger_path = ledger or out.with_suffix(".ledger.json")
+    for path in (out, ledger_path):
+        refuse_overwrite(path, force)
+    trained = train_named(data, model, model_options=parse_options(option), limit=limit,
+                          epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                          seed=seed)  # fmt: skip
+    save_model(out, trained.model, trained.spec, classes=list(trained.train.classes),
+               extra={"data": data}, force=force)  # fmt: skip
+    run_ledger = Ledger.start(f"train {model} on {data}", command="veil train")
+    run_ledger.record(trained.record("train"))
+    run_ledger.artifacts["model"] = str(out)
+    run_ledger.finish(status="ok")
+    run_ledger.save(ledger_path)
+    final = trained.result.final
+    Console(stderr=True, soft_wrap=True).print(
+        f"{model} on {data}: test accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} "
+        f"({trained.result.seconds:.1f} s); wrote {out} and {ledger_path}"
+    )

@@ -1,0 +1,223 @@
+"""Reference networks by name, built for a given input shape and class count.
+
+``build("mnist-cnn", (1, 28, 28), 10)`` returns a fresh ``nn.Module``; :class:`ModelSpec`
+records what was built so that a saved model can be rebuilt exactly (see ``veil.core.io``).
+No network here uses BatchNorm: it mixes examples in a batch, which breaks per-example
+gradients and so DP-SGD. GroupNorm is offered instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from veil.core.errors import ModelError
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a network: its name, input shape, classes and options."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    options: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        return build(self.name, self.input_shape, self.num_classes, **self.options)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        try:
+            return cls(d["name"], tuple(int(s) for s in d["input_shape"]), int(d["num_classes"]),
+                       dict(d.get("options", {})))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"bad model spec {d!r}: {e}") from e
+
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Register ``fn(input_shape, num_classes, **options) -> nn.Module`` under ``name``."""
+
+    def wrap(fn):
+        _MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def names() -> list[str]:
+    """Names of every registered network."""
+    return sorted(_MODELS)
+
+
+def build(name: str, input_shape: Sequence[int], num_classes: int, **options) -> nn.Module:
+    """Build network ``name`` for inputs of ``input_shape`` (without batch) and ``num_classes``."""
+    if name not in _MODELS:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
+    if num_classes < 2:
+        raise ModelError(f"{name}: need at least 2 classes, got {num_classes}")
+    shape = tuple(int(s) for s in input_shape)
+    try:
+        model = _MODELS[name](shape, num_classes, **options)
+    except TypeError as e:
+        raise ModelError(f"{name}: bad options {options}: {e}") from e
+    except RuntimeError as e:
+        raise ModelError(f"{name} cannot take inputs of shape {shape}: {e}") from e
+    _check_forward(model, name, shape, num_classes)
+    return model
+
+
+def spec_of(name: str, input_shape: Sequence[int], num_classes: int, **options) -> ModelSpec:
+    """The spec that :func:`build` with these arguments corresponds to."""
+    return ModelSpec(name, tuple(int(s) for s in input_shape), int(num_classes), dict(options))
+
+
+def _check_forward(model: nn.Module, name: str, shape: tuple[int, ...], num_classes: int) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *shape))
+    except RuntimeError as e:
+        raise ModelError(f"{name} cannot take inputs of shape {shape}: {e}") from e
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, num_classes):
+        raise ModelError(f"{name} gives outputs {tuple(out.shape)}, expected (N, {num_classes})")
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ModelError(f"unknown activation {name!r}; use one of {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def _image_shape(name: str, shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ModelError(f"{name} needs image inputs (C, H, W), got shape {shape}; try 'mlp'")
+    if min(shape[1:]) < min_side:
+        raise ModelError(f"{name} needs images at least {min_side}x{min_side}, got {shape[1:]}")
+    return shape  # type: ignore[return-value]
+
+
+def _flat_size(features: nn.Module, shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *shape)).numel())
+
+
+def _norm(kind: str | None, channels: int) -> list[nn.Module]:
+    if kind in (None, "none"):
+        return []
+    if kind == "group":
+        return [nn.GroupNorm(min(8, channels), channels)]
+    raise ModelError(f"unknown norm {kind!r}; use 'group' or 'none' (BatchNorm breaks DP-SGD)")
+
+
+@register_model("mlp")
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: Sequence[int] = (128, 64),
+    activation: str = "relu",
+) -> nn.Module:
+    """A multilayer perceptron over the flattened input; ``hidden`` gives the layer widths."""
+    width = int(torch.tensor(input_shape).prod())
+    layers: list[nn.Module] = [nn.Flatten()]
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), _activation(activation)]
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model("mnist-cnn")
+def mnist_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str = "tanh",
+    norm: str | None = None,
+) -> nn.Module:
+    """The small CNN of the DP-SGD literature (Papernot et al. 2021): tanh, no BatchNorm."""
+    c, _, _ = _image_shape("mnist-cnn", input_shape, 14)
+    features = nn.Sequential(
+        nn.Conv2d(c, 16, 8, stride=2, padding=3), *_norm(norm, 16), _activation(activation),
+        nn.MaxPool2d(2, 1),
+        nn.Conv2d(16, 32, 4, stride=2), *_norm(norm, 32), _activation(activation),
+        nn.MaxPool2d(2, 1),
+        nn.Flatten(),
+    )  # fmt: skip
+    return nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), 32),
+        _activation(activation),
+        nn.Linear(32, num_classes),
+    )
+
+
+@register_model("cifar-cnn")
+def cifar_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str = "tanh",
+    norm: str | None = None,
+    width: int = 32,
+) -> nn.Module:
+    """The CIFAR-10 CNN of the DP-SGD literature: three conv blocks of two convs, avg-pooled."""
+    c, _, _ = _image_shape("cifar-cnn", input_shape, 8)
+    layers: list[nn.Module] = []
+    for w in (width, 2 * width, 4 * width):
+        for _ in range(2):
+            layers += [nn.Conv2d(c, w, 3, padding=1), *_norm(norm, w), _activation(activation)]
+            c = w
+        layers.append(nn.AvgPool2d(2))
+    layers.append(nn.Flatten())
+    features = nn.Sequential(*layers)
+    return nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), 128),
+        _activation(activation),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register_model("lenet")
+def lenet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str = "relu",
+) -> nn.Module:
+    """LeNet-5 (LeCun et al. 1998) with max pooling; the first conv pads so 28x28 inputs fit."""
+    c, _, _ = _image_shape("lenet", input_shape, 16)
+    features = nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=2), _activation(activation), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), _activation(activation), nn.MaxPool2d(2),
+        nn.Flatten(),
+    )  # fmt: skip
+    return nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), 120), _activation(activation),
+        nn.Linear(120, 84), _activation(activation),
+        nn.Linear(84, num_classes),
+    )  # fmt: skip
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

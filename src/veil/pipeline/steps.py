@@ -1,0 +1,151 @@
+"""Scenario steps: a registry of kinds, and the foundation's ``train`` and ``evaluate``.
+
+A step is a pydantic config class (a :class:`StepConfig` subclass that refuses unknown keys)
+plus a function ``run(config, ctx) -> Artifact | None``. Packages add their steps with
+:func:`register_step`; the step's output is known to later steps by the step's ``id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from veil.core.errors import ScenarioError
+from veil.pipeline.scenario import StepConfig, ref
+
+
+@dataclass
+class Artifact:
+    """What a step produced: its kind (``model``, ...), a file if any, and facts about it."""
+
+    kind: str
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """What a step sees: the output folder, the ledger, earlier outputs, the seed, quietness."""
+
+    out: Path
+    ledger: object  # veil.core.guarantees.Ledger
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    seed: int = 0
+    quiet: bool | None = None
+
+    def artifact(self, name: str, kind: str) -> Artifact:
+        art = self.artifacts.get(name)
+        if art is None or art.kind != kind:
+            raise ScenarioError(f"no {kind} named {name!r} was produced by an earlier step")
+        return art
+
+    def path_for(self, kind: str, name: str, suffix: str) -> Path:
+        """Where a step writes an output file: ``<out>/<kind>s/<name><suffix>``."""
+        folder = self.out / f"{kind}s"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}{suffix}"
+
+
+@dataclass(frozen=True)
+class StepKind:
+    config: type[StepConfig]
+    run: Callable[[StepConfig, RunContext], Artifact | None]
+    produces: str | None
+
+
+_STEPS: dict[str, StepKind] = {}
+
+
+def register_step(kind: str, config: type[StepConfig], produces: str | None = None):
+    """Register ``run(config, ctx)`` as step kind ``kind``; ``produces`` names its output's kind."""
+
+    def wrap(fn):
+        _STEPS[kind] = StepKind(config, fn, produces)
+        return fn
+
+    return wrap
+
+
+def kinds() -> list[str]:
+    """Every registered step kind."""
+    return sorted(_STEPS)
+
+
+def step_kind(kind: str) -> StepKind:
+    if kind not in _STEPS:
+        raise ScenarioError(f"unknown step kind {kind!r}; known: {', '.join(kinds())}")
+    return _STEPS[kind]
+
+
+def config_for(kind: str) -> type[StepConfig]:
+    return step_kind(kind).config
+
+
+# --- train -------------------------------------------------------------------------------
+
+
+class TrainConfig(StepConfig):
+    """Plain (non-private) training of a network on a data set; gives no guarantee."""
+
+    kind: Literal["train"]
+    data: str
+    model: str = "mlp"
+    model_options: dict = Field(default_factory=dict)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+@register_step("train", TrainConfig, produces="model")
+def run_train(cfg: TrainConfig, ctx: RunContext) -> Artifact:
+    from veil.core.io import save_model
+    from veil.core.train import train_named
+
+    trained = train_named(
+        cfg.data, cfg.model, model_options=cfg.model_options, limit=cfg.limit,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        seed=ctx.seed if cfg.seed is None else cfg.seed, quiet=ctx.quiet,
+    )  # fmt: skip
+    path = ctx.path_for("model", cfg.id, ".veil")
+    save_model(path, trained.model, trained.spec, classes=list(trained.train.classes),
+               extra={"data": cfg.data, "step": cfg.id}, force=True)  # fmt: skip
+    ctx.ledger.record(trained.record(cfg.id))
+    return Artifact("model", path, {"data": cfg.data, "spec": trained.spec.to_dict()})
+
+
+# --- evaluate ----------------------------------------------------------------------------
+
+
+class EvaluateConfig(StepConfig):
+    """Accuracy and loss of an earlier step's model on a split of a data set."""
+
+    kind: Literal["evaluate"]
+    uses: str = ref("model")
+    data: str | None = None
+    split: Literal["train", "test"] = "test"
+
+
+@register_step("evaluate", EvaluateConfig)
+def run_evaluate(cfg: EvaluateConfig, ctx: RunContext) -> None:
+    from veil.core import data
+    from veil.core.guarantees import Record
+    from veil.core.io import load_model
+    from veil.core.train import evaluate, per_class_accuracy
+
+    art = ctx.artifact(cfg.uses, "model")
+    loaded = load_model(art.path)
+    ds = data.load(cfg.data or art.meta["data"], cfg.split)
+    metrics = evaluate(loaded.model, ds)
+    details = {"model": cfg.uses, "data": ds.name, "split": cfg.split,
+               "per_class_accuracy": per_class_accuracy(loaded.model, ds)}  # fmt: skip
+    ctx.ledger.record(Record("evaluate", cfg.id, metrics=metrics, details=details))

@@ -1,0 +1,66 @@
+"""Render a Ledger to one self-contained HTML page (jinja2; plots embedded as PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from veil.core.guarantees import GUARANTEE_TITLES, GUARANTEES, Ledger
+from veil.report.plots import figures_for
+from veil.report.summary import summary_rows
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("veil.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["compact"] = lambda v: json.dumps(v, separators=(", ", ": "), default=str)
+    env.filters["num"] = _format_number
+    return env
+
+
+def _format_number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_html(ledger: Ledger) -> str:
+    """The report page for ``ledger`` as a string."""
+    sections = [
+        {
+            "kind": kind,
+            "title": GUARANTEE_TITLES[kind],
+            "status": ledger.status(kind),
+            "entries": [e for e in ledger.entries if e.guarantee == kind],
+            "audits": [e for e in ledger.entries if e.guarantee == "audit" and e.tests == kind],
+            "figures": figures_for(kind, ledger),
+        }
+        for kind in GUARANTEES
+    ]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            run=ledger.run,
+            summary=summary_rows(ledger),
+            sections=sections,
+            audits=[e for e in ledger.entries if e.guarantee == "audit"],
+            audit_figures=figures_for("audit", ledger),
+            records=ledger.records,
+            training_figures=figures_for("training", ledger),
+            artifacts=ledger.artifacts,
+        )
+    )
+
+
+def write_html(ledger: Ledger, path: str | Path) -> Path:
+    """Write the report page for ``ledger`` to ``path`` (atomically)."""
+    from veil.core.io import atomic_write
+
+    return atomic_write(path, render_html(ledger))

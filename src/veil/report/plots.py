@@ -1,0 +1,90 @@
+"""Plots for the report, rendered with matplotlib (Agg) and embedded as base64 PNG.
+
+A plot function takes a Ledger and returns Figures for one section (a guarantee kind,
+``audit`` or ``training``); packages register theirs with :func:`register_plot`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from veil.core.guarantees import Ledger
+
+SECTIONS = ("training-data", "input", "output", "model", "audit", "training")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A titled PNG image, base64-encoded for embedding in HTML."""
+
+    title: str
+    png_base64: str
+
+
+_PLOTS: dict[str, list[Callable[[Ledger], list[Figure]]]] = {s: [] for s in SECTIONS}
+
+
+def register_plot(section: str):
+    """Register ``fn(ledger) -> list[Figure]`` to draw in ``section`` of the report."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown report section {section!r}; use one of {SECTIONS}")
+
+    def wrap(fn):
+        _PLOTS[section].append(fn)
+        return fn
+
+    return wrap
+
+
+def figures_for(section: str, ledger: Ledger) -> list[Figure]:
+    """Every registered plot for ``section``, drawn from ``ledger``."""
+    return [fig for fn in _PLOTS[section] for fig in fn(ledger)]
+
+
+def to_figure(fig, title: str) -> Figure:
+    """Render a matplotlib figure to an embedded PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Figure(title, base64.b64encode(buf.getvalue()).decode())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@register_plot("training")
+def training_curves(ledger: Ledger) -> list[Figure]:
+    """Loss and accuracy per epoch for every training record that has curves."""
+    out = []
+    for rec in ledger.records:
+        curves = rec.curves
+        if rec.kind != "train" or not curves:
+            continue
+        plt = _pyplot()
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3))
+        for name, values in curves.items():
+            epochs = range(1, len(values) + 1)
+            if name.endswith("loss"):
+                ax_loss.plot(epochs, values, marker="o", ms=3, label=name)
+            elif name.endswith("accuracy"):
+                ax_acc.plot(epochs, values, marker="o", ms=3, label=name)
+        for ax, label in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        fig.suptitle(f"step {rec.step}")
+        out.append(to_figure(fig, f"Training curves: {rec.step}"))
+    return out

@@ -1,0 +1,171 @@
+"""The veil command: the default run, fast help, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from veil.cli.main import main
+from veil.core.guarantees import Ledger
+
+VEIL = [sys.executable, "-m", "veil.cli.main"]
+
+
+def veil(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*VEIL, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(proc, pattern: str):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_help_is_fast():
+    veil("--help")  # warm the file cache
+    start = time.perf_counter()
+    proc = veil("--help")
+    assert proc.returncode == 0 and "run" in proc.stdout
+    assert time.perf_counter() - start < 1.0
+
+
+def test_default_run_writes_both_files(tmp_path):
+    proc = veil("-q", "run", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    ledger = Ledger.load(tmp_path / "out" / "ledger.json")
+    assert ledger.run["name"] == "clinic" and ledger.run["status"] == "ok"
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+    assert "Training-data privacy" in proc.stdout
+
+
+def test_missing_data_set(empty_root):
+    proc = veil(
+        "train",
+        "--data",
+        "mnist",
+        "-o",
+        str(empty_root / "m.veil"),
+        env={"VEIL_DATA": str(empty_root)},
+    )
+    assert_one_line_error(proc, r"MNIST not found: put mnist.npz")
+
+
+def test_truncated_npz(empty_root):
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((5, 28, 28), np.uint8), y_train=np.zeros(5, np.uint8))
+    (empty_root / "mnist.npz").write_bytes(buf.getvalue()[:300])
+    proc = veil(
+        "train",
+        "--data",
+        "mnist",
+        "-o",
+        str(empty_root / "m.veil"),
+        env={"VEIL_DATA": str(empty_root)},
+    )
+    assert_one_line_error(proc, r"mnist.npz is damaged")
+
+
+def test_pickled_cifar(empty_root):
+    with zipfile.ZipFile(empty_root / "cifar-10-python.tar.gz", "w"):
+        pass
+    proc = veil(
+        "train",
+        "--data",
+        "cifar10",
+        "-o",
+        str(empty_root / "m.veil"),
+        env={"VEIL_DATA": str(empty_root)},
+    )
+    assert_one_line_error(proc, r"pickled Python version of CIFAR-10.*binary version")
+
+
+def test_unknown_scenario_key(tmp_path):
+    sc = tmp_path / "s.toml"
+    sc.write_text('[[steps]]\nid = "a"\nkind = "train"\ndata = "digits"\nepoch = 3\n')
+    proc = veil("run", str(sc), "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, r"s.toml, line 5: unknown key 'epoch'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_model_file(tmp_path):
+    bad = tmp_path / "m.veil"
+    bad.write_bytes(os.urandom(200))
+    proc = veil("model", "evaluate", str(bad))
+    assert_one_line_error(proc, r"is not a veil model file")
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = veil("--debug", "model", "info", str(tmp_path / "none.veil"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_train_then_evaluate_then_report(tmp_path, capsys):
+    model = tmp_path / "m.veil"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                "digits",
+                "--epochs",
+                "2",
+                "-O",
+                "hidden=[32]",
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    ledger = Ledger.load(tmp_path / "m.ledger.json")
+    assert ledger.records[0].details["model"] == "mlp"
+    assert main(["model", "evaluate", str(model)]) == 0
+    assert "digits/test: accuracy" in capsys.readouterr().out
+    # refuses to overwrite the model it just wrote
+    assert main(["-q", "train", "--data", "digits", "-o", str(model)]) == 2
+    assert "--force" in capsys.readouterr().err
+    report = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "m.ledger.json"), "-o", str(report)]) == 0
+    assert 'id="training"' in report.read_text()
+
+
+def test_data_list_shows_presence(capsys, shared_data):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist" in out and str(Path(shared_data).name) in out
+
+
+def test_bad_option_format(capsys):
+    assert main(["train", "--data", "digits", "-O", "hidden"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_run_check_and_list(capsys):
+    assert main(["run", "--list"]) == 0
+    assert "clinic" in capsys.readouterr().out
+    assert main(["run", "clinic", "--check"]) == 0
+    assert "graph ok" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["nosuchcommand"], ["train"]])
+def test_usage_errors_exit_2(args):
+    assert main(args) == 2

@@ -1,0 +1,58 @@
+"""Running scenarios: outputs written, overwrite refused, failures keep the ledger."""
+
+import json
+
+import pytest
+
+from veil import pipeline
+from veil.core.errors import DataError, VeilError
+from veil.core.guarantees import Ledger
+
+TINY = """\
+[scenario]
+name = "tiny"
+seed = 2
+
+[[steps]]
+id = "fit"
+kind = "train"
+data = "digits"
+epochs = 2
+limit = 400
+
+[[steps]]
+id = "check"
+kind = "evaluate"
+uses = "fit"
+"""
+
+
+def test_run_writes_ledger_report_and_model(tmp_path):
+    ledger = pipeline.run(pipeline.parse(TINY), tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "ledger.json").is_file() and (out / "report.html").is_file()
+    assert (out / "models" / "fit.veil").is_file()
+    saved = Ledger.load(out / "ledger.json")
+    assert saved == ledger and saved.run["status"] == "ok" and saved.run["seed"] == 2
+    kinds = [r.kind for r in saved.records]
+    assert kinds == ["train", "evaluate"]
+    ev = saved.records[1]
+    assert ev.metrics["accuracy"] == saved.records[0].metrics["test_accuracy"]
+    assert len(ev.details["per_class_accuracy"]) == 10
+
+
+def test_run_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ledger.json").write_text("precious")
+    with pytest.raises(VeilError, match="--force"):
+        pipeline.run(pipeline.parse(TINY), out)
+    assert (out / "ledger.json").read_text() == "precious"
+
+
+def test_failed_step_keeps_ledger(tmp_path, empty_root):
+    text = TINY.replace('data = "digits"', 'data = "mnist"')
+    with pytest.raises(DataError, match="step 'fit' \\(train\\) failed: MNIST not found"):
+        pipeline.run(pipeline.parse(text), tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "ledger.json").read_text())
+    assert saved["run"]["status"] == "failed" and saved["run"]["failed_step"] == "fit"

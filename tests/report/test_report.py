@@ -1,0 +1,83 @@
+"""The HTML report: every section, entries shown and escaped, plots embedded; terminal summary."""
+
+import re
+
+from rich.console import Console
+
+from veil.core.guarantees import Guarantee, Ledger, Record
+from veil.report import render_html, summary_rows, summary_table, write_html
+
+SECTION_IDS = [
+    "summary",
+    "training-data",
+    "input",
+    "output",
+    "model",
+    "audit",
+    "training",
+    "artifacts",
+]
+
+
+def _ledger():
+    ledger = Ledger.start("r")
+    ledger.add(
+        Guarantee(
+            "input",
+            "CKKS",
+            "server never sees the input <b>x</b>",
+            "semi-honest server",
+            parameters={"N": 8192},
+            numbers={"bits": 128},
+        )
+    )
+    ledger.add(
+        Guarantee(
+            "audit",
+            "LiRA",
+            "AUC near 0.5",
+            "black-box attacker",
+            tests="training-data",
+            status="supported",
+            evidence={"auc": 0.52},
+        )
+    )
+    ledger.record(
+        Record(
+            "train",
+            "fit",
+            metrics={"test_accuracy": 0.93},
+            curves={"train_loss": [1.0, 0.4], "test_accuracy": [0.8, 0.93]},
+        )
+    )
+    return ledger
+
+
+def test_every_section_present_even_when_empty():
+    html = render_html(Ledger.start("empty"))
+    for sid in SECTION_IDS:
+        assert f'id="{sid}"' in html
+    assert html.count("No step of this run gives this guarantee.") == 4
+
+
+def test_entries_plots_and_escaping(tmp_path):
+    html = render_html(_ledger())
+    assert "CKKS" in html and "LiRA" in html and "semi-honest server" in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+    pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(pngs) == 1 and len(pngs[0]) > 1000
+    assert "http://" not in html and "https://" not in html  # self-contained
+    path = write_html(_ledger(), tmp_path / "r.html")
+    assert path.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_summary_verdicts():
+    rows = {r["guarantee"]: r for r in summary_rows(_ledger())}
+    assert rows["input"]["status"] == "claimed" and rows["input"]["mechanisms"] == ["CKKS"]
+    assert rows["training-data"]["status"] == "supported"
+    assert rows["training-data"]["audits"] == ["LiRA"]
+    assert rows["model"]["status"] == "not claimed"
+    console = Console(record=True, width=200)
+    console.print(summary_table(_ledger()))
+    text = console.export_text()
+    assert "Input privacy" in text and "supported" in text
