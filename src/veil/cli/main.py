@@ -52,22 +52,18 @@ def _globals(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return (and exit with) its status code."""
-    import click
+    """Run the CLI; return (and, when called as the program, exit with) its status code.
 
+    The app runs in standalone mode, so usage errors and ``--help`` are handled there (exit
+    code 2 and 0); veil's own errors come out here and print as one line.
+    """
     from veil.core.errors import VeilError
 
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="veil")
         code = 0
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        code = 1
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except VeilError as e:
         if _state["debug"]:
             raise
@@ -76,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         code = 130
-    sys.exit(code) if argv is None else None
+    if argv is None:
+        sys.exit(code)
     return code
 
 
