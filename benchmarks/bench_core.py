@@ -45,15 +45,26 @@ def batching(quick: bool) -> dict:
             pass
 
     r = common.compare(veil_epoch, loader_epoch, rounds=3 if quick else 5)
-    return {"n": len(ds), "batch_size": 256, "veil_s": r["a_median_s"],
-            "dataloader_s": r["b_median_s"], "speedup": r["ratio_b_over_a"]}  # fmt: skip
+    return {
+        "n": len(ds),
+        "batch_size": 256,
+        "veil_s": r["a_median_s"],
+        "dataloader_s": r["b_median_s"],
+        "speedup": r["ratio_b_over_a"],
+    }
 
 
 def training(quick: bool) -> dict:
     out = {}
-    runs = [("digits", "mlp", dict(epochs=20, batch_size=32, lr=0.05), None),
-            ("mnist", "mnist-cnn", dict(epochs=1 if quick else 3, batch_size=64, lr=0.05),
-             5000 if quick else None)]  # fmt: skip
+    runs = [
+        ("digits", "mlp", dict(epochs=20, batch_size=32, lr=0.05), None),
+        (
+            "mnist",
+            "mnist-cnn",
+            dict(epochs=1 if quick else 3, batch_size=64, lr=0.05),
+            5000 if quick else None,
+        ),
+    ]
     for name, arch, kw, limit in runs:
         trained, peak = common.peak_memory(partial(train_named, name, arch, limit=limit, **kw))
         res = trained.result
@@ -71,8 +82,11 @@ def training(quick: bool) -> dict:
 def main() -> None:
     args = common.parser("core", __doc__).parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = {"load_seconds": load_times(args.quick), "batching": batching(args.quick),
-               "train": training(args.quick)}  # fmt: skip
+    results = {
+        "load_seconds": load_times(args.quick),
+        "batching": batching(args.quick),
+        "train": training(args.quick),
+    }
     common.write_results("core", results, args)
 
 

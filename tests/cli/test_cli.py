@@ -169,3 +169,55 @@ def test_run_check_and_list(capsys):
 @pytest.mark.parametrize("args", [["nosuchcommand"], ["train"]])
 def test_usage_errors_exit_2(args):
     assert main(args) == 2
+
+
+def test_dp_planning_commands(capsys):
+    assert main(["dp", "epsilon", "--sigma", "1.1", "--q", "0.01", "--steps", "6000"]) == 0
+    assert "epsilon = 3.8998" in capsys.readouterr().out
+    assert main(["dp", "calibrate", "--epsilon", "3.9", "--q", "0.01", "--steps", "6000"]) == 0
+    sigma = float(capsys.readouterr().out.split()[2])
+    assert 1.09 <= sigma <= 1.105
+    assert main(["dp", "epsilon", "--sigma", "1", "--q", "2", "--steps", "5"]) == 2
+    assert "sampling rate" in capsys.readouterr().err
+    assert main(["dp", "calibrate", "--epsilon", "-1", "--q", "0.1", "--steps", "5"]) == 2
+
+
+def test_dp_train_writes_model_and_guarantee(tmp_path):
+    proc = veil(
+        "-q",
+        "dp",
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--epsilon",
+        "3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.2",
+        "--noise-seed",
+        "0",
+        "-o",
+        str(tmp_path / "m.veil"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    ledger = Ledger.load(tmp_path / "m.ledger.json")
+    assert ledger.entries[0].numbers["epsilon"] <= 3.0
+    assert "1e-05)-DP for each training example" in proc.stderr.strip().splitlines()[-1]
+    bad = veil(
+        "dp",
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--epsilon",
+        "0",
+        "-o",
+        str(tmp_path / "x.veil"),
+    )
+    assert_one_line_error(bad, "epsilon must be > 0")

@@ -251,9 +251,15 @@ def test_by_key_keeps_groups_whole():
 
 def test_dirichlet_skew_grows_as_alpha_falls():
     labels = np.repeat(np.arange(10), 300)
-    skew = {a: np.mean([data.label_skew(labels, data.partition(labels, 8, "dirichlet", alpha=a,
-                                                                   seed=s)) for s in range(5)])
-            for a in (100.0, 1.0, 0.1)}  # fmt: skip
+    skew = {
+        a: np.mean(
+            [
+                data.label_skew(labels, data.partition(labels, 8, "dirichlet", alpha=a, seed=s))
+                for s in range(5)
+            ]
+        )
+        for a in (100.0, 1.0, 0.1)
+    }
     assert skew[100.0] < skew[1.0] < skew[0.1]
     assert skew[100.0] < 0.1 and skew[0.1] > 0.5
     iid = data.label_skew(labels, data.partition(labels, 8, "iid"))

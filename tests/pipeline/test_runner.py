@@ -56,3 +56,17 @@ def test_failed_step_keeps_ledger(tmp_path, empty_root):
         pipeline.run(pipeline.parse(text), tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "ledger.json").read_text())
     assert saved["run"]["status"] == "failed" and saved["run"]["failed_step"] == "fit"
+
+
+def test_dp_train_step_puts_guarantee_in_ledger_and_report(tmp_path):
+    text = TINY.replace(
+        'kind = "train"', 'kind = "dp-train"\nepsilon = 5.0\nnoise_seed = 1\nlr = 0.2'
+    )
+    text = text.replace("limit = 400", "limit = 400\nbatch_size = 100")
+    ledger = pipeline.run(pipeline.parse(text), tmp_path / "out")
+    (entry,) = ledger.entries
+    assert entry.mechanism == "DP-SGD" and entry.step == "fit"
+    assert entry.numbers["epsilon"] <= 5.0 and entry.parameters["n"] == 400
+    assert ledger.status("training-data") == "claimed"
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Privacy/utility trade-off" in html and "epsilon curve" in html

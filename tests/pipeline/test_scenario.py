@@ -48,7 +48,7 @@ def test_every_bundled_scenario_is_valid():
         ),
         (
             GOOD.replace("epochs = 1", "epochs = 0"),
-            r"line 8: steps.0.epochs: .*greater than or equal",
+            r"line 8: steps.0.epochs: .*greater than",
         ),
         (GOOD.replace('name = "t"', 'name = "t"\ncolour = 1'), r"line 3: unknown key 'colour'"),
         (GOOD + "\n[extras]\nx = 1\n", r"line 15: unknown key 'extras'"),

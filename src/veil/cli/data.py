@@ -20,8 +20,13 @@ def list_sets() -> None:
         table.add_column(col)
     for st in data.status():
         info = data.info(st.name)
-        table.add_row(st.name, "yes" if st.present else "[red]no[/]", st.where or st.hint,
-                      str(info.sizes["train"]), str(info.sizes["test"]))  # fmt: skip
+        table.add_row(
+            st.name,
+            "yes" if st.present else "[red]no[/]",
+            st.where or st.hint,
+            str(info.sizes["train"]),
+            str(info.sizes["test"]),
+        )
     Console().print(table)
 
 

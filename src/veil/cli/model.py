@@ -36,5 +36,7 @@ def evaluate(
     if not name:
         raise DataError(f"{path} does not say which data it was trained on; pass --data")
     metrics = evaluate_model(loaded.model, data_mod.load(name, split))
-    typer.echo(f"{path} on {name}/{split}: accuracy {metrics['accuracy']:.4f}, "
-               f"loss {metrics['loss']:.4f}, n {metrics['n']}")  # fmt: skip
+    typer.echo(
+        f"{path} on {name}/{split}: accuracy {metrics['accuracy']:.4f}, "
+        f"loss {metrics['loss']:.4f}, n {metrics['n']}"
+    )

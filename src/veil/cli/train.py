@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -24,6 +25,38 @@ def parse_options(pairs: list[str]) -> dict:
     return out
 
 
+def check_outputs(out: Path, ledger: Path | None, force: bool) -> Path:
+    """The ledger path (default: next to the model); refuse to overwrite either unless forced."""
+    from veil.core.errors import refuse_overwrite
+
+    ledger_path = ledger or out.with_suffix(".ledger.json")
+    for path in (out, ledger_path):
+        refuse_overwrite(path, force)
+    return ledger_path
+
+
+def save_outputs(out: Path, ledger_path: Path, prepared, record, title: str, guarantee=None):
+    """Write the model file and a ledger holding the training record (and guarantee)."""
+    from veil.core.guarantees import Ledger
+    from veil.core.io import save_model
+
+    save_model(
+        out,
+        prepared.model,
+        prepared.spec,
+        classes=list(prepared.train.classes),
+        extra={"data": prepared.train.name},
+        force=True,
+    )
+    run_ledger = Ledger.start(title, command=" ".join(["veil", *sys.argv[1:]]))
+    if guarantee is not None:
+        run_ledger.add(guarantee)
+    run_ledger.record(record)
+    run_ledger.artifacts["model"] = str(out)
+    run_ledger.finish(status="ok")
+    run_ledger.save(ledger_path)
+
+
 def train(
     data: str = typer.Option(..., "--data", "-d", help="Data set name (see `veil data list`)."),
     model: str = typer.Option("mlp", "--model", "-m", help="mlp, mnist-cnn, cifar-cnn, lenet."),
@@ -33,7 +66,7 @@ def train(
     lr: float = typer.Option(0.05, help="Learning rate."),
     optimizer: str = typer.Option("sgd", help="sgd (momentum 0.9) or adam."),
     seed: int = typer.Option(0, help="Seed for weights and shuffling."),
-    limit: int = typer.Option(None, help="Train on the first N examples only."),
+    limit: int = typer.Option(None, help="Train on N random examples only."),
     out: Path = typer.Option(Path("model.veil"), "--out", "-o", help="Model file to write."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: OUT with .ledger.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
@@ -41,24 +74,21 @@ def train(
     """Train a network without privacy protection (a baseline); no guarantee is claimed."""
     from rich.console import Console
 
-    from veil.core.errors import refuse_overwrite
-    from veil.core.guarantees import Ledger
-    from veil.core.io import save_model
     from veil.core.train import train_named
 
-    ledger_path = ledger or out.with_suffix(".ledger.json")
-    for path in (out, ledger_path):
-        refuse_overwrite(path, force)
-    trained = train_named(data, model, model_options=parse_options(option), limit=limit,
-                          epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                          seed=seed)  # fmt: skip
-    save_model(out, trained.model, trained.spec, classes=list(trained.train.classes),
-               extra={"data": data}, force=force)  # fmt: skip
-    run_ledger = Ledger.start(f"train {model} on {data}", command="veil train")
-    run_ledger.record(trained.record("train"))
-    run_ledger.artifacts["model"] = str(out)
-    run_ledger.finish(status="ok")
-    run_ledger.save(ledger_path)
+    ledger_path = check_outputs(out, ledger, force)
+    trained = train_named(
+        data,
+        model,
+        model_options=parse_options(option),
+        limit=limit,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+    )
+    save_outputs(out, ledger_path, trained, trained.record("train"), f"train {model} on {data}")
     final = trained.result.final
     Console(stderr=True, soft_wrap=True).print(
         f"{model} on {data}: test accuracy {final['accuracy']:.4f}, loss {final['loss']:.4f} "

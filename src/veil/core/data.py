@@ -30,13 +30,29 @@ DATA_ENV = "VEIL_DATA"
 SPLITS = ("train", "test")
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 FASHION_CLASSES = (
-    "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-)  # fmt: skip
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 
 
 def data_dir() -> Path:
@@ -84,9 +100,13 @@ class ArrayDataset(Dataset):
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         keys = None if self.keys is None else self.keys[idx.numpy()]
         return ArrayDataset(
-            self.data[idx], self.targets[idx], classes=self.classes,
-            name=self.name, split=self.split, keys=keys,
-        )  # fmt: skip
+            self.data[idx],
+            self.targets[idx],
+            classes=self.classes,
+            name=self.name,
+            split=self.split,
+            keys=keys,
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -202,10 +222,14 @@ def _sklearn_split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray
 
 
 _DIGITS = DatasetInfo(
-    "digits", "handwritten digits, 8x8 grey (scikit-learn)", (1, 8, 8),
-    tuple(str(i) for i in range(10)), {"train": 1347, "test": 450},
-    "UCI optical digits, bundled in scikit-learn (BSD)", bundled=True,
-)  # fmt: skip
+    "digits",
+    "handwritten digits, 8x8 grey (scikit-learn)",
+    (1, 8, 8),
+    tuple(str(i) for i in range(10)),
+    {"train": 1347, "test": 450},
+    "UCI optical digits, bundled in scikit-learn (BSD)",
+    bundled=True,
+)
 
 
 @register_dataset(_DIGITS)
@@ -215,16 +239,23 @@ def _load_digits(split: str, root: Path) -> ArrayDataset:
     d = load_digits()
     x, y, _ = _sklearn_split(d.images.astype(np.float32) / 16.0, d.target, split)
     return ArrayDataset(
-        torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y),
-        classes=_DIGITS.classes, name="digits", split=split,
-    )  # fmt: skip
+        torch.from_numpy(x).unsqueeze(1),
+        torch.from_numpy(y),
+        classes=_DIGITS.classes,
+        name="digits",
+        split=split,
+    )
 
 
 _BREAST = DatasetInfo(
-    "breast_cancer", "Wisconsin diagnostic breast cancer, 30 features (scikit-learn)", (30,),
-    ("malignant", "benign"), {"train": 426, "test": 143},
-    "UCI WDBC, bundled in scikit-learn (BSD)", bundled=True,
-)  # fmt: skip
+    "breast_cancer",
+    "Wisconsin diagnostic breast cancer, 30 features (scikit-learn)",
+    (30,),
+    ("malignant", "benign"),
+    {"train": 426, "test": 143},
+    "UCI WDBC, bundled in scikit-learn (BSD)",
+    bundled=True,
+)
 
 
 @register_dataset(_BREAST)
@@ -235,9 +266,12 @@ def _load_breast_cancer(split: str, root: Path) -> ArrayDataset:
     x, y, xtr = _sklearn_split(d.data.astype(np.float32), d.target, split)
     mean, std = xtr.mean(0), xtr.std(0) + 1e-8  # standardise with training statistics only
     return ArrayDataset(
-        torch.from_numpy((x - mean) / std), torch.from_numpy(y),
-        classes=_BREAST.classes, name="breast_cancer", split=split,
-    )  # fmt: skip
+        torch.from_numpy((x - mean) / std),
+        torch.from_numpy(y),
+        classes=_BREAST.classes,
+        name="breast_cancer",
+        split=split,
+    )
 
 
 # --- IDX (MNIST, Fashion-MNIST) ----------------------------------------------------------
@@ -308,8 +342,10 @@ def _image_dataset(images: np.ndarray, labels: np.ndarray, name, split, classes)
     return ArrayDataset(
         torch.from_numpy(np.ascontiguousarray(images)),
         torch.from_numpy(labels.astype(np.int64)),
-        classes=classes, name=name, split=split,
-    )  # fmt: skip
+        classes=classes,
+        name=name,
+        split=split,
+    )
 
 
 def _mnist_folders(root: Path) -> list[Path]:
@@ -326,12 +362,15 @@ def _locate_mnist(root: Path) -> str | None:
 
 
 _MNIST = DatasetInfo(
-    "mnist", "MNIST handwritten digits, 28x28 grey", (1, 28, 28),
-    tuple(str(i) for i in range(10)), {"train": 60000, "test": 10000},
+    "mnist",
+    "MNIST handwritten digits, 28x28 grey",
+    (1, 28, 28),
+    tuple(str(i) for i in range(10)),
+    {"train": 60000, "test": 10000},
     "LeCun, Cortes, Burges; CC BY-SA 3.0",
     placement="put mnist.npz (keys x_train, y_train, x_test, y_test) or the four IDX files "
     "(train-images-idx3-ubyte[.gz], ...) in {root}",
-)  # fmt: skip
+)
 
 
 @register_dataset(_MNIST, _locate_mnist)
@@ -375,11 +414,15 @@ def _locate_fashion(root: Path) -> str | None:
 
 
 _FASHION = DatasetInfo(
-    "fashion-mnist", "Zalando Fashion-MNIST, 28x28 grey", (1, 28, 28), FASHION_CLASSES,
-    {"train": 60000, "test": 10000}, "Xiao, Rasul, Vollgraf 2017; MIT",
+    "fashion-mnist",
+    "Zalando Fashion-MNIST, 28x28 grey",
+    (1, 28, 28),
+    FASHION_CLASSES,
+    {"train": 60000, "test": 10000},
+    "Xiao, Rasul, Vollgraf 2017; MIT",
     placement="apt-get install dataset-fashion-mnist (IDX files in "
     f"{FASHION_SYSTEM_DIR}), or put the four IDX files in {{root}}/fashion-mnist/",
-)  # fmt: skip
+)
 
 
 @register_dataset(_FASHION, _locate_fashion)
@@ -411,11 +454,15 @@ def _locate_cifar(root: Path) -> str | None:
 
 
 _CIFAR = DatasetInfo(
-    "cifar10", "CIFAR-10, 32x32 colour", (3, 32, 32), CIFAR10_CLASSES,
-    {"train": 50000, "test": 10000}, "Krizhevsky 2009; research use",
+    "cifar10",
+    "CIFAR-10, 32x32 colour",
+    (3, 32, 32),
+    CIFAR10_CLASSES,
+    {"train": 50000, "test": 10000},
+    "Krizhevsky 2009; research use",
     placement=f"put {CIFAR_ZIP} (train/<class>/NNNN.jpg, test/<class>/NNNN.jpg) or the binary "
     f"version ({CIFAR_BIN_TAR}, or its folder {CIFAR_BIN_DIR}/) in {{root}}",
-)  # fmt: skip
+)
 
 
 @register_dataset(_CIFAR, _locate_cifar)

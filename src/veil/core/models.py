@@ -43,8 +43,12 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
         try:
-            return cls(d["name"], tuple(int(s) for s in d["input_shape"]), int(d["num_classes"]),
-                       dict(d.get("options", {})))  # fmt: skip
+            return cls(
+                d["name"],
+                tuple(int(s) for s in d["input_shape"]),
+                int(d["num_classes"]),
+                dict(d.get("options", {})),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"bad model spec {d!r}: {e}") from e
 
@@ -157,12 +161,16 @@ def mnist_cnn(
     """The small CNN of the DP-SGD literature (Papernot et al. 2021): tanh, no BatchNorm."""
     c, _, _ = _image_shape("mnist-cnn", input_shape, 14)
     features = nn.Sequential(
-        nn.Conv2d(c, 16, 8, stride=2, padding=3), *_norm(norm, 16), _activation(activation),
+        nn.Conv2d(c, 16, 8, stride=2, padding=3),
+        *_norm(norm, 16),
+        _activation(activation),
         nn.MaxPool2d(2, 1),
-        nn.Conv2d(16, 32, 4, stride=2), *_norm(norm, 32), _activation(activation),
+        nn.Conv2d(16, 32, 4, stride=2),
+        *_norm(norm, 32),
+        _activation(activation),
         nn.MaxPool2d(2, 1),
         nn.Flatten(),
-    )  # fmt: skip
+    )
     return nn.Sequential(
         features,
         nn.Linear(_flat_size(features, input_shape), 32),
@@ -206,16 +214,22 @@ def lenet(
     """LeNet-5 (LeCun et al. 1998) with max pooling; the first conv pads so 28x28 inputs fit."""
     c, _, _ = _image_shape("lenet", input_shape, 16)
     features = nn.Sequential(
-        nn.Conv2d(c, 6, 5, padding=2), _activation(activation), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), _activation(activation), nn.MaxPool2d(2),
+        nn.Conv2d(c, 6, 5, padding=2),
+        _activation(activation),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        _activation(activation),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-    )  # fmt: skip
+    )
     return nn.Sequential(
         features,
-        nn.Linear(_flat_size(features, input_shape), 120), _activation(activation),
-        nn.Linear(120, 84), _activation(activation),
+        nn.Linear(_flat_size(features, input_shape), 120),
+        _activation(activation),
+        nn.Linear(120, 84),
+        _activation(activation),
         nn.Linear(84, num_classes),
-    )  # fmt: skip
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -156,8 +156,11 @@ def fit(
                 loss_sum += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 bar.advance()
-            row = {"epoch": epoch, "train_loss": loss_sum / len(train),
-                   "train_accuracy": correct / len(train)}  # fmt: skip
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / len(train),
+                "train_accuracy": correct / len(train),
+            }
             if eval_data is not None:
                 ev = evaluate(model, eval_data, device=dev)
                 row |= {"test_loss": ev["loss"], "test_accuracy": ev["accuracy"]}
@@ -170,36 +173,43 @@ def fit(
     return result
 
 
+def training_record(step: str, *, final: dict, curves: dict, details: dict):
+    """The ledger Record of a training run: final test metrics and per-epoch curves."""
+    from veil.core.guarantees import Record
+
+    metrics = {f"test_{k}": v for k, v in final.items() if k != "n"}
+    return Record("train", step, metrics=metrics, curves=curves, details=details)
+
+
 @dataclass
-class Trained:
-    """A network trained by name on a data set by name, with everything needed to save it."""
+class Prepared:
+    """A fresh network built by name for a data set loaded by name."""
 
     model: nn.Module
     spec: object  # veil.core.models.ModelSpec
-    result: TrainResult
     train: ArrayDataset
     test: ArrayDataset
 
-    def record(self, step: str):
-        """The ledger Record of this training run (final test metrics and per-epoch curves)."""
-        from veil.core.guarantees import Record
+    def details(self, seconds: float, device: str) -> dict:
+        return {
+            "data": self.train.name,
+            "model": self.spec.name,
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+            "seconds": round(seconds, 3),
+            "device": device,
+        }
 
-        details = {"data": self.train.name, "model": self.spec.name, "n_train": len(self.train),
-                   "n_test": len(self.test), "seconds": round(self.result.seconds, 3),
-                   "device": self.result.device}  # fmt: skip
-        metrics = {f"test_{k}": v for k, v in self.result.final.items() if k != "n"}
-        return Record("train", step, metrics=metrics, curves=self.result.curves(), details=details)
 
-
-def train_named(
+def prepare(
     data: str,
     model: str,
     *,
     model_options: dict | None = None,
     limit: int | None = None,
-    **fit_options,
-) -> Trained:
-    """Load data set ``data``, build network ``model`` for it, and :func:`fit` it.
+    seed: int = 0,
+) -> Prepared:
+    """Load data set ``data`` (train and test) and build network ``model`` for it, seeded.
 
     ``limit`` keeps a random (seeded) ``limit`` training examples, for quick runs.
     """
@@ -211,11 +221,40 @@ def train_named(
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
         # a seeded random subset: files such as MNIST's are sorted by class, so no prefix
-        pick = np.random.default_rng(fit_options.get("seed", 0)).permutation(len(train_ds))
+        pick = np.random.default_rng(seed).permutation(len(train_ds))
         train_ds = train_ds.subset(np.sort(pick[:limit]))
-    options = dict(model_options or {})
-    spec = models.spec_of(model, train_ds.input_shape, train_ds.num_classes, **options)
-    seed_everything(fit_options.get("seed", 0))  # the same seed gives the same initial weights
-    net = spec.build()
-    result = fit(net, train_ds, eval_data=test_ds, **fit_options)
-    return Trained(net, spec, result, train_ds, test_ds)
+    spec = models.spec_of(
+        model, train_ds.input_shape, train_ds.num_classes, **(model_options or {})
+    )
+    seed_everything(seed)  # the same seed gives the same initial weights
+    return Prepared(spec.build(), spec, train_ds, test_ds)
+
+
+@dataclass
+class Trained(Prepared):
+    """A network trained by name on a data set by name."""
+
+    result: TrainResult = field(default_factory=TrainResult)
+
+    def record(self, step: str):
+        """The ledger Record of this training run."""
+        details = self.details(self.result.seconds, self.result.device)
+        return training_record(
+            step, final=self.result.final, curves=self.result.curves(), details=details
+        )
+
+
+def train_named(
+    data: str,
+    model: str,
+    *,
+    model_options: dict | None = None,
+    limit: int | None = None,
+    **fit_options,
+) -> Trained:
+    """:func:`prepare` network ``model`` for data set ``data``, then :func:`fit` it."""
+    p = prepare(
+        data, model, model_options=model_options, limit=limit, seed=fit_options.get("seed", 0)
+    )
+    result = fit(p.model, p.train, eval_data=p.test, **fit_options)
+    return Trained(p.model, p.spec, p.train, p.test, result)

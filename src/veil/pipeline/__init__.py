@@ -9,6 +9,16 @@ from veil.pipeline.scenario import Scenario, StepConfig, bundled, load, parse, r
 from veil.pipeline.steps import Artifact, RunContext, kinds, register_step
 
 __all__ = [
-    "Artifact", "RunContext", "Scenario", "StepConfig", "bundled", "check_graph", "kinds",
-    "load", "parse", "ref", "register_step", "run",
-]  # fmt: skip
+    "Artifact",
+    "RunContext",
+    "Scenario",
+    "StepConfig",
+    "bundled",
+    "check_graph",
+    "kinds",
+    "load",
+    "parse",
+    "ref",
+    "register_step",
+    "run",
+]

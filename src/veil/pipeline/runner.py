@@ -27,11 +27,15 @@ def check_graph(scenario: Scenario) -> None:
             problems.append(f"{where}: step id {step.id!r} is used twice")
         for fld, (name, kind) in step.references().items():
             if name not in produced:
-                problems.append(f"{where}: {step.id}.{fld} needs {kind} {name!r}, which no earlier "
-                                "step produces")  # fmt: skip
+                problems.append(
+                    f"{where}: {step.id}.{fld} needs {kind} {name!r}, which no earlier "
+                    "step produces"
+                )
             elif produced[name] != kind:
-                problems.append(f"{where}: {step.id}.{fld} needs a {kind}, but step {name!r} "
-                                f"produces {produced[name] or 'nothing'}")  # fmt: skip
+                problems.append(
+                    f"{where}: {step.id}.{fld} needs a {kind}, but step {name!r} "
+                    f"produces {produced[name] or 'nothing'}"
+                )
         produced[step.id] = step_kind(step.kind).produces
     if problems:
         raise ScenarioError("; ".join(problems))
@@ -53,8 +57,12 @@ def run(
     for name in OUTPUTS:
         refuse_overwrite(out / name, force)
     out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.start(scenario.header.name, scenario=scenario.source, seed=scenario.header.seed,
-                          steps=[s.id for s in scenario.steps])  # fmt: skip
+    ledger = Ledger.start(
+        scenario.header.name,
+        scenario=scenario.source,
+        seed=scenario.header.seed,
+        steps=[s.id for s in scenario.steps],
+    )
     ctx = RunContext(out, ledger, seed=scenario.header.seed, quiet=quiet)
     for i, step in enumerate(scenario.steps, 1):
         if on_step:

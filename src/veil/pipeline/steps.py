@@ -58,6 +58,20 @@ class StepKind:
 
 
 _STEPS: dict[str, StepKind] = {}
+# Modules that register the step kinds of technique packages; imported on first lookup so
+# that `veil --help` and scenario parsing never pay for packages a run does not use.
+STEP_MODULES = ("veil.pipeline.dp_step",)
+_loaded = False
+
+
+def _load_step_modules() -> None:
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        for name in STEP_MODULES:
+            importlib.import_module(name)
+        _loaded = True
 
 
 def register_step(kind: str, config: type[StepConfig], produces: str | None = None):
@@ -72,10 +86,12 @@ def register_step(kind: str, config: type[StepConfig], produces: str | None = No
 
 def kinds() -> list[str]:
     """Every registered step kind."""
+    _load_step_modules()
     return sorted(_STEPS)
 
 
 def step_kind(kind: str) -> StepKind:
+    _load_step_modules()
     if kind not in _STEPS:
         raise ScenarioError(f"unknown step kind {kind!r}; known: {', '.join(kinds())}")
     return _STEPS[kind]
@@ -88,39 +104,81 @@ def config_for(kind: str) -> type[StepConfig]:
 # --- train -------------------------------------------------------------------------------
 
 
-class TrainConfig(StepConfig):
-    """Plain (non-private) training of a network on a data set; gives no guarantee."""
+class TrainingFields(StepConfig):
+    """What every training step names: data, network, schedule and seed."""
 
-    kind: Literal["train"]
     data: str
     model: str = "mlp"
     model_options: dict = Field(default_factory=dict)
-    epochs: int = Field(10, ge=1, le=10_000)
+    epochs: float = Field(10, gt=0, le=10_000)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
     seed: int | None = None
     limit: int | None = Field(None, ge=1)
+
+    def prepare(self, ctx: RunContext):
+        from veil.core.train import prepare
+
+        return prepare(
+            self.data,
+            self.model,
+            model_options=self.model_options,
+            limit=self.limit,
+            seed=self.seed_in(ctx),
+        )
+
+    def seed_in(self, ctx: RunContext) -> int:
+        return ctx.seed if self.seed is None else self.seed
+
+
+def save_trained(ctx: RunContext, cfg: TrainingFields, prepared, record) -> Artifact:
+    """Write a trained step's model file and ledger record; return its model artifact."""
+    from veil.core.io import save_model
+
+    path = ctx.path_for("model", cfg.id, ".veil")
+    save_model(
+        path,
+        prepared.model,
+        prepared.spec,
+        classes=list(prepared.train.classes),
+        extra={"data": cfg.data, "step": cfg.id},
+        force=True,
+    )
+    ctx.ledger.record(record)
+    return Artifact("model", path, {"data": cfg.data, "spec": prepared.spec.to_dict()})
+
+
+class TrainConfig(TrainingFields):
+    """Plain (non-private) training of a network on a data set; gives no guarantee."""
+
+    kind: Literal["train"]
+    weight_decay: float = Field(0.0, ge=0)
 
 
 @register_step("train", TrainConfig, produces="model")
 def run_train(cfg: TrainConfig, ctx: RunContext) -> Artifact:
-    from veil.core.io import save_model
-    from veil.core.train import train_named
+    from veil.core.train import Trained, fit
 
-    trained = train_named(
-        cfg.data, cfg.model, model_options=cfg.model_options, limit=cfg.limit,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-        momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        seed=ctx.seed if cfg.seed is None else cfg.seed, quiet=ctx.quiet,
-    )  # fmt: skip
-    path = ctx.path_for("model", cfg.id, ".veil")
-    save_model(path, trained.model, trained.spec, classes=list(trained.train.classes),
-               extra={"data": cfg.data, "step": cfg.id}, force=True)  # fmt: skip
-    ctx.ledger.record(trained.record(cfg.id))
-    return Artifact("model", path, {"data": cfg.data, "spec": trained.spec.to_dict()})
+    p = cfg.prepare(ctx)
+    if cfg.epochs != int(cfg.epochs):
+        raise ScenarioError(f"step {cfg.id}: plain training takes whole epochs, got {cfg.epochs}")
+    result = fit(
+        p.model,
+        p.train,
+        eval_data=p.test,
+        epochs=int(cfg.epochs),
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed_in(ctx),
+        quiet=ctx.quiet,
+    )
+    trained = Trained(p.model, p.spec, p.train, p.test, result)
+    return save_trained(ctx, cfg, trained, trained.record(cfg.id))
 
 
 # --- evaluate ----------------------------------------------------------------------------
@@ -146,6 +204,10 @@ def run_evaluate(cfg: EvaluateConfig, ctx: RunContext) -> None:
     loaded = load_model(art.path)
     ds = data.load(cfg.data or art.meta["data"], cfg.split)
     metrics = evaluate(loaded.model, ds)
-    details = {"model": cfg.uses, "data": ds.name, "split": cfg.split,
-               "per_class_accuracy": per_class_accuracy(loaded.model, ds)}  # fmt: skip
+    details = {
+        "model": cfg.uses,
+        "data": ds.name,
+        "split": cfg.split,
+        "per_class_accuracy": per_class_accuracy(loaded.model, ds),
+    }
     ctx.ledger.record(Record("evaluate", cfg.id, metrics=metrics, details=details))

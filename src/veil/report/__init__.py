@@ -11,6 +11,11 @@ from veil.report.plots import Figure, register_plot
 from veil.report.summary import records_table, summary_rows, summary_table
 
 __all__ = [
-    "Figure", "records_table", "register_plot", "render_html", "summary_rows", "summary_table",
+    "Figure",
+    "records_table",
+    "register_plot",
+    "render_html",
+    "summary_rows",
+    "summary_table",
     "write_html",
-]  # fmt: skip
+]

@@ -88,3 +88,54 @@ def training_curves(ledger: Ledger) -> list[Figure]:
         fig.suptitle(f"step {rec.step}")
         out.append(to_figure(fig, f"Training curves: {rec.step}"))
     return out
+
+
+def _evidence_curves(section: str):
+    """Plot every ``*_curve`` evidence (a list of [x, y] points) of the entries in ``section``."""
+
+    def plot(ledger: Ledger) -> list[Figure]:
+        out = []
+        for entry in ledger.entries:
+            in_section = entry.guarantee == section or (section == "audit" and entry.tests)
+            if not in_section or (section != "audit" and entry.guarantee == "audit"):
+                continue
+            for key, points in entry.evidence.items():
+                if not key.endswith("_curve") or not points:
+                    continue
+                plt = _pyplot()
+                fig, ax = plt.subplots(figsize=(5, 3))
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", ms=3)
+                ax.set_xlabel("step")
+                ax.set_ylabel(key.removesuffix("_curve"))
+                ax.grid(alpha=0.3)
+                title = f"{entry.mechanism} ({entry.step or 'run'}): {key.replace('_', ' ')}"
+                out.append(to_figure(fig, title))
+        return out
+
+    return plot
+
+
+for _section in ("training-data", "input", "output", "model", "audit"):
+    register_plot(_section)(_evidence_curves(_section))
+
+
+@register_plot("training-data")
+def privacy_utility(ledger: Ledger) -> list[Figure]:
+    """Test accuracy against ε for every entry that reports both: the trade-off."""
+    points = [
+        (e.numbers["epsilon"], e.numbers["test_accuracy"], e.step or e.mechanism)
+        for e in ledger.entries
+        if e.guarantee == "training-data" and {"epsilon", "test_accuracy"} <= e.numbers.keys()
+    ]
+    if not points:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for eps, acc, label in points:
+        ax.scatter([eps], [acc])
+        ax.annotate(label, (eps, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("ε (at the entry's δ)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    return [to_figure(fig, "Privacy/utility trade-off: accuracy against ε")]

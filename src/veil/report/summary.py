@@ -18,14 +18,16 @@ def summary_rows(ledger: Ledger) -> list[dict]:
     rows = []
     for kind in GUARANTEES:
         entries = ledger.for_guarantee(kind)
-        rows.append({
-            "guarantee": kind,
-            "title": GUARANTEE_TITLES[kind],
-            "status": ledger.status(kind),
-            "mechanisms": sorted({e.mechanism for e in entries}),
-            "claims": [e.claim for e in entries if e.guarantee == kind],
-            "audits": [e.mechanism for e in entries if e.guarantee == "audit"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "guarantee": kind,
+                "title": GUARANTEE_TITLES[kind],
+                "status": ledger.status(kind),
+                "mechanisms": sorted({e.mechanism for e in entries}),
+                "claims": [e.claim for e in entries if e.guarantee == kind],
+                "audits": [e.mechanism for e in entries if e.guarantee == "audit"],
+            }
+        )
     return rows
 
 
@@ -56,7 +58,8 @@ def records_table(ledger: Ledger):
     for col in ("step", "kind", "metrics"):
         table.add_column(col)
     for rec in ledger.records:
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                          for k, v in rec.metrics.items())  # fmt: skip
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.metrics.items()
+        )
         table.add_row(rec.step, rec.kind, shown or "-")
     return table

@@ -1,0 +1,386 @@
+"""Per-sample gradients, clipped and summed: the part of DP-SGD that costs time.
+
+Three engines behind one interface (``engine.clipped_sum(x, y, mask) -> ClippedSum``):
+
+- ``layers`` (default when the model allows): one forward, one backward to the layers'
+  outputs only, then per-sample gradient norms layer by layer, either materialised
+  (per-sample ``G^T A``) or by the Gram-matrix "ghost norm" identity, whichever costs less,
+  and the clipped sum as one weighted batch gradient. It never computes the ordinary batch
+  weight gradient, so a DP step costs little more than a plain one. Supports Linear,
+  Conv2d (groups=1), GroupNorm, LayerNorm and Embedding.
+- ``vmap``: ``torch.func`` (``functional_call`` + ``vmap(grad)``) for any model torch.func
+  can trace; the reference the others are tested against.
+- ``opacus``: Opacus' ``GradSampleModule`` (hooks), for layers the others lack and as a
+  cross-check; clipping and summing stay ours.
+
+Clipping is flat (all parameters together, bound ``clip``) or per-layer (each parameter
+tensor bound ``clip/sqrt(k)`` for k tensors, so the whole still has norm at most ``clip``).
+Padding rows (``mask == 0``) contribute nothing, which gives fixed-shape batches.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veil.core.errors import ConfigError, ModelError
+
+ENGINES = ("auto", "layers", "vmap", "opacus")
+_MIXING = (nn.modules.batchnorm._BatchNorm,)
+_INSTANCE = (nn.modules.instancenorm._InstanceNorm,)
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse layers that mix the examples of a batch: per-sample gradients need independence."""
+    for name, m in model.named_modules():
+        if isinstance(m, _MIXING):
+            raise ModelError(
+                f"layer {name or '(root)'} is {type(m).__name__}, which mixes examples of a batch "
+                "and breaks DP-SGD; replace it with GroupNorm "
+                "(veil.dp.replace_batchnorm(model) does it)"
+            )
+        if isinstance(m, _INSTANCE) and m.track_running_stats:
+            raise ModelError(
+                f"layer {name} is {type(m).__name__} with running statistics, which pool examples;"
+                " set track_running_stats=False or use GroupNorm"
+            )
+
+
+def replace_batchnorm(model: nn.Module, max_groups: int = 32) -> nn.Module:
+    """Replace every BatchNorm in place with a GroupNorm over the same channels."""
+    for name, child in model.named_children():
+        if isinstance(child, _MIXING):
+            c = child.num_features
+            groups = math.gcd(c, max_groups)
+            setattr(model, name, nn.GroupNorm(groups, c, affine=child.affine))
+        else:
+            replace_batchnorm(child, max_groups)
+    return model
+
+
+@dataclass
+class ClippedSum:
+    """The sum over a batch of clipped per-sample gradients (one tensor per trainable parameter),
+    the per-sample norms before clipping, and the batch's summed loss and correct count."""
+
+    grads: list[torch.Tensor]
+    norms: torch.Tensor
+    loss_sum: float
+    correct: int
+    count: int
+
+
+def clip_factors(norms2: torch.Tensor, clip: float, per_layer: bool, mask=None) -> torch.Tensor:
+    """Scale factors min(1, C/‖g‖): shape (B,) for flat clipping, (k, B) per layer.
+
+    ``norms2`` is (k, B): squared per-sample norms of each of k parameter tensors.
+    """
+    if per_layer:
+        bound = clip / math.sqrt(norms2.shape[0])
+        factors = (bound / (norms2.sqrt() + 1e-6)).clamp(max=1.0)
+    else:
+        factors = (clip / (norms2.sum(0).sqrt() + 1e-6)).clamp(max=1.0)
+    return factors if mask is None else factors * mask
+
+
+def _per_param_factor(factors: torch.Tensor, i: int) -> torch.Tensor:
+    return factors[i] if factors.dim() == 2 else factors
+
+
+def _sum_from_samples(per_sample: list[torch.Tensor], clip, per_layer, mask):
+    norms2 = torch.stack([g.flatten(1).pow(2).sum(1) for g in per_sample])
+    factors = clip_factors(norms2, clip, per_layer, mask)
+    sums = [
+        torch.einsum("b,b...->...", _per_param_factor(factors, i), g)
+        for i, g in enumerate(per_sample)
+    ]
+    return sums, norms2.sum(0).sqrt()
+
+
+def _loss_stats(logits: torch.Tensor, y: torch.Tensor, mask) -> tuple[float, int, int]:
+    losses = F.cross_entropy(logits.detach(), y, reduction="none")
+    hits = logits.detach().argmax(1) == y
+    if mask is None:
+        return float(losses.sum()), int(hits.sum()), len(y)
+    return float((losses * mask).sum()), int((hits & (mask > 0)).sum()), int(mask.sum())
+
+
+class Engine(ABC):
+    """Common set-up: the trainable parameters, the clip bound, flat or per-layer clipping."""
+
+    name = "base"
+
+    def __init__(self, model: nn.Module, clip: float, per_layer: bool = False):
+        if not (clip > 0):
+            raise ConfigError(f"clip norm must be > 0, got {clip}")
+        check_model(model)
+        self.model, self.clip, self.per_layer = model, float(clip), per_layer
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
+
+    @abstractmethod
+    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
+        """Clipped per-sample gradients of (x, y) summed; rows with mask 0 count for nothing."""
+
+
+class VmapEngine(Engine):
+    """Per-sample gradients with ``torch.func.vmap(grad(...))``; works for most models."""
+
+    name = "vmap"
+
+    def __init__(self, model, clip, per_layer=False):
+        super().__init__(model, clip, per_layer)
+        from torch.func import functional_call, grad, vmap
+
+        names = [n for n, _ in self.named]
+
+        def one(params, buffers, x, y):
+            logits = functional_call(
+                self.model, (dict(zip(names, params, strict=True)), buffers), (x.unsqueeze(0),)
+            )
+            return F.cross_entropy(logits, y.unsqueeze(0)), logits.squeeze(0)
+
+        self._fn = vmap(grad(one, has_aux=True), in_dims=(None, None, 0, 0), randomness="different")
+
+    def per_sample(self, x, y) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-sample gradients, one (B, *shape) tensor per parameter, and the logits."""
+        params = [p.detach() for p in self.params]
+        buffers = dict(self.model.named_buffers())
+        grads, logits = self._fn(params, buffers, x, y)
+        return list(grads), logits
+
+    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
+        per_sample, logits = self.per_sample(x, y)
+        sums, norms = _sum_from_samples(per_sample, self.clip, self.per_layer, mask)
+        return ClippedSum(sums, norms, *_loss_stats(logits, y, mask))
+
+
+class OpacusEngine(Engine):
+    """Per-sample gradients from Opacus' GradSampleModule (hooks); clipping and sums are ours."""
+
+    name = "opacus"
+
+    def __init__(self, model, clip, per_layer=False):
+        super().__init__(model, clip, per_layer)
+        try:
+            from opacus import GradSampleModule
+        except ImportError as e:  # pragma: no cover - opacus is in the dp extra
+            raise ConfigError("engine='opacus' needs opacus: pip install 'veil[dp]'") from e
+        self._gsm = GradSampleModule(model, loss_reduction="sum")
+
+    def per_sample(self, x, y) -> tuple[list[torch.Tensor], torch.Tensor]:
+        for p in self.params:
+            p.grad_sample = None
+            p.grad = None
+        logits = self._gsm(x)
+        with warnings.catch_warnings():  # Opacus' hooks warn when inputs need no gradient
+            warnings.simplefilter("ignore", UserWarning)
+            F.cross_entropy(logits, y, reduction="sum").backward()
+        grads = [p.grad_sample for p in self.params]
+        for p in self.params:
+            p.grad_sample, p.grad = None, None
+        return grads, logits
+
+    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
+        per_sample, logits = self.per_sample(x, y)
+        sums, norms = _sum_from_samples(per_sample, self.clip, self.per_layer, mask)
+        return ClippedSum(sums, norms, *_loss_stats(logits, y, mask))
+
+
+class UnsupportedLayer(ModelError):
+    """The ``layers`` engine cannot handle this model (the ``vmap`` engine may)."""
+
+
+class LayerEngine(Engine):
+    """Per-layer per-sample norms and clipped sums from activations and output gradients."""
+
+    name = "layers"
+    SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
+
+    def __init__(self, model, clip, per_layer=False):
+        super().__init__(model, clip, per_layer)
+        owner = {}
+        self.layers: list[nn.Module] = []
+        for name, m in model.named_modules():
+            own = [p for p in m.parameters(recurse=False) if p.requires_grad]
+            if not own:
+                continue
+            why = _unsupported(m)
+            if why:
+                raise UnsupportedLayer(f"layer {name} ({type(m).__name__}): {why}")
+            self.layers.append(m)
+            for pname, p in m.named_parameters(recurse=False):
+                if p.requires_grad:
+                    owner[id(p)] = (m, pname)
+        self._owner = [owner[id(p)] for p in self.params]
+
+    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
+        captured: dict[nn.Module, list] = {m: [] for m in self.layers}
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out: captured[mod].append((inp[0], out)))
+            for m in self.layers
+        ]
+        try:
+            logits = self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        if any(len(v) != 1 for v in captured.values()):
+            raise UnsupportedLayer(
+                "a layer ran more or less than once per forward (shared weights)"
+            )
+        losses = F.cross_entropy(logits, y, reduction="none")
+        if mask is not None:
+            losses = losses * mask
+        outs = [captured[m][0][1] for m in self.layers]
+        grads_out = torch.autograd.grad(losses.sum(), outs)
+        per_layer = {
+            m: _layer_rule(m, captured[m][0][0].detach(), g)
+            for m, g in zip(self.layers, grads_out, strict=True)
+        }
+        norms2 = torch.stack([per_layer[m].norms2[pname] for m, pname in self._owner])
+        factors = clip_factors(norms2, self.clip, self.per_layer, mask)
+        sums = [
+            per_layer[m].weighted_sum(pname, _per_param_factor(factors, i))
+            for i, (m, pname) in enumerate(self._owner)
+        ]
+        return ClippedSum(sums, norms2.sum(0).sqrt(), *_loss_stats(logits, y, mask))
+
+
+def _unsupported(m: nn.Module) -> str | None:
+    if not isinstance(m, LayerEngine.SUPPORTED):
+        return "not a Linear, Conv2d, GroupNorm, LayerNorm or Embedding layer"
+    if isinstance(m, nn.Conv2d) and (
+        m.groups != 1 or isinstance(m.padding, str) or m.padding_mode != "zeros"
+    ):
+        return "grouped, string-padded or non-zero-padded convolutions are not supported"
+    if isinstance(m, nn.Embedding) and (m.max_norm is not None or m.scale_grad_by_freq or m.sparse):
+        return "max_norm, scale_grad_by_freq and sparse embeddings are not supported"
+    return None
+
+
+@dataclass
+class _Rule:
+    """Per-sample squared norms of a layer's parameters, and how to sum them clipped."""
+
+    norms2: dict[str, torch.Tensor]
+    sums: dict[str, object]  # pname -> callable(factors) -> summed gradient
+
+    def weighted_sum(self, pname: str, factors: torch.Tensor) -> torch.Tensor:
+        return self.sums[pname](factors)
+
+
+def _materialised(per_sample: torch.Tensor, shape) -> tuple[torch.Tensor, object]:
+    norms2 = per_sample.flatten(1).pow(2).sum(1)
+    return norms2, lambda c: torch.einsum("b,b...->...", c, per_sample).reshape(shape)
+
+
+def _bias(m, g_bias: torch.Tensor, rule: _Rule) -> None:
+    if getattr(m, "bias", None) is not None and m.bias.requires_grad:
+        rule.norms2["bias"], rule.sums["bias"] = _materialised(g_bias, m.bias.shape)
+
+
+def _matmul_rule(m, A: torch.Tensor, G: torch.Tensor, shape) -> _Rule:
+    """Per-sample grads G_b^T A_b for A (B, T, d), G (B, T, p): ghost norm or materialised."""
+    B, T, d = A.shape
+    p = G.shape[2]
+    rule = _Rule({}, {})
+    if m.weight.requires_grad:
+        if T == 1:
+            a, g = A[:, 0], G[:, 0]
+            rule.norms2["weight"] = a.pow(2).sum(1) * g.pow(2).sum(1)
+            rule.sums["weight"] = lambda c: ((g * c[:, None]).T @ a).reshape(shape)
+        elif T * T * (d + p) < T * p * d:  # ghost norm: Σ_ts (a_t·a_s)(g_t·g_s)
+            rule.norms2["weight"] = ((A @ A.transpose(1, 2)) * (G @ G.transpose(1, 2))).sum((1, 2))
+            rule.sums["weight"] = lambda c: (
+                (G * c[:, None, None]).reshape(B * T, p).T @ A.reshape(B * T, d)
+            ).reshape(shape)
+        else:
+            rule.norms2["weight"], rule.sums["weight"] = _materialised(G.transpose(1, 2) @ A, shape)
+    _bias(m, G.sum(1), rule)
+    return rule
+
+
+def _conv_rule(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> _Rule:
+    """Per-sample conv weight gradients as one grouped convolution (the batch as groups).
+
+    Measured here against unfold + bmm and against Gram-matrix ghost norms on the layers of
+    ``mnist-cnn`` (B=256): 1.5-2x faster than either.
+    """
+    B, out_ch = G.shape[:2]
+    C = A.shape[1]
+    rule = _Rule({}, {})
+    if m.weight.requires_grad:
+        per_sample = torch.nn.grad.conv2d_weight(
+            A.reshape(1, B * C, *A.shape[2:]),
+            (B * out_ch, C, *m.kernel_size),
+            G.reshape(1, B * out_ch, *G.shape[2:]),
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=B,
+        ).reshape(B, *m.weight.shape)
+        rule.norms2["weight"], rule.sums["weight"] = _materialised(per_sample, m.weight.shape)
+    _bias(m, G.flatten(2).sum(2), rule)
+    return rule
+
+
+def _layer_rule(m: nn.Module, A: torch.Tensor, G: torch.Tensor) -> _Rule:
+    B = G.shape[0]
+    if isinstance(m, nn.Linear):
+        return _matmul_rule(
+            m, A.reshape(B, -1, A.shape[-1]), G.reshape(B, -1, G.shape[-1]), m.weight.shape
+        )
+    if isinstance(m, nn.Conv2d):
+        return _conv_rule(m, A, G)
+    if isinstance(m, nn.GroupNorm | nn.LayerNorm):
+        if isinstance(m, nn.GroupNorm):
+            xhat = F.group_norm(A, m.num_groups, eps=m.eps)
+            reduce = lambda t: t.flatten(2).sum(2)  # noqa: E731  (B, C)
+        else:
+            xhat = F.layer_norm(A, m.normalized_shape, eps=m.eps)
+            k = len(m.normalized_shape)
+            reduce = lambda t: t.reshape(B, -1, *t.shape[t.dim() - k :]).sum(1)  # noqa: E731
+        rule = _Rule({}, {})
+        if m.weight is not None and m.weight.requires_grad:
+            rule.norms2["weight"], rule.sums["weight"] = _materialised(
+                reduce(xhat * G), m.weight.shape
+            )
+        _bias(m, reduce(G), rule)
+        return rule
+    return _embedding_rule(m, A, G)
+
+
+def _embedding_rule(m: nn.Embedding, idx: torch.Tensor, G: torch.Tensor) -> _Rule:
+    B = G.shape[0]
+    idx = idx.reshape(B, -1)
+    g = G.reshape(B, idx.shape[1], -1)
+    if m.padding_idx is not None:
+        g = g * (idx != m.padding_idx).unsqueeze(-1)
+    same = (idx[:, :, None] == idx[:, None, :]).to(g.dtype)
+    norms2 = (same * (g @ g.transpose(1, 2))).sum((1, 2))
+
+    def total(c):
+        out = torch.zeros_like(m.weight)
+        return out.index_add_(0, idx.reshape(-1), (g * c[:, None, None]).reshape(-1, g.shape[-1]))
+
+    return _Rule({"weight": norms2}, {"weight": total})
+
+
+def make_engine(model: nn.Module, clip: float, engine: str = "auto", per_layer: bool = False):
+    """The engine named ``engine``; ``auto`` is ``layers`` where the model allows, else ``vmap``."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        try:
+            return LayerEngine(model, clip, per_layer)
+        except UnsupportedLayer:
+            return VmapEngine(model, clip, per_layer)
+    cls = {"layers": LayerEngine, "vmap": VmapEngine, "opacus": OpacusEngine}[engine]
+    return cls(model, clip, per_layer)
