@@ -131,3 +131,25 @@ def write_results(area: str, results: dict, args: argparse.Namespace, *packages:
     print(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return args.out
+
+
+def round_robin(fns: dict[str, Callable[[], object]], *, rounds: int, warmup: int = 1) -> dict:
+    """Time every callable once per round, in rotating order; return the times per name."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timed(fns[name])[0])
+    return times
+
+
+def ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Median over rounds of time[name] / time[base]: >1 means ``name`` is slower than ``base``."""
+    return {
+        n: statistics.median(t / b for t, b in zip(ts, times[base], strict=True))
+        for n, ts in times.items()
+    }

@@ -180,6 +180,18 @@ class Accountant:
         return acc
 
 
+def epsilon_curve(
+    sigma: float, q: float, steps: list[int], delta: float, accountant: str = "pld"
+) -> list[float]:
+    """ε after each number of ``steps`` (ascending) of one DP-SGD run, building the
+    single-step PLD once (the curve costs about one ε computation, not one per point)."""
+    if accountant != "pld":
+        return [epsilon(sigma, q, t, delta, accountant) for t in steps]
+    _check_delta(delta)
+    single = _pld(GaussianEvent(sigma, q))
+    return [float(single.self_compose(t).get_epsilon_for_delta(delta)) for t in steps]
+
+
 def epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str = "pld") -> float:
     """ε of ``steps`` DP-SGD steps with noise multiplier ``sigma`` and Poisson rate ``q``."""
     return Accountant(accountant).add(GaussianEvent(sigma, q, steps)).epsilon(delta)

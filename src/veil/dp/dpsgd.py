@@ -28,7 +28,13 @@ from veil.core.errors import ConfigError
 from veil.core.guarantees import Guarantee
 from veil.core.progress import progress
 from veil.core.train import evaluate, make_optimizer, pick_device, seed_everything
-from veil.dp.accounting import Accountant, GaussianEvent, calibrate_sigma, check_delta_for
+from veil.dp.accounting import (
+    Accountant,
+    GaussianEvent,
+    calibrate_sigma,
+    check_delta_for,
+    epsilon_curve,
+)
 from veil.dp.persample import make_engine
 
 THREAT_MODEL = (
@@ -129,10 +135,8 @@ def _chunks(idx: torch.Tensor, size: int, fixed: bool):
 
 def _epsilon_curve(cfg: DPConfig, sigma: float, q: float, steps: int, points: int = 12):
     marks = sorted({max(1, round(steps * i / points)) for i in range(1, points + 1)})
-    return [
-        [t, Accountant(cfg.accountant).add(GaussianEvent(sigma, q, t)).epsilon(cfg.delta)]
-        for t in marks
-    ]
+    values = epsilon_curve(sigma, q, marks, cfg.delta, cfg.accountant)
+    return [[t, e] for t, e in zip(marks, values, strict=True)]
 
 
 @dataclass
@@ -150,21 +154,25 @@ class NoisyStep:
 
     def __call__(self, data: ArrayDataset, sampled: torch.Tensor) -> tuple[float, int, int]:
         """Update the model from the examples at ``sampled``; return loss sum, correct, count."""
+        return self.apply(
+            (*data.batch(idx), mask)
+            for idx, mask in _chunks(sampled, self.physical_batch, self.fixed_shape)
+        )
+
+    def apply(self, chunks) -> tuple[float, int, int]:
+        """Update the model from ``(x, y, mask)`` chunks that together form one logical batch."""
         params, dev = self.engine.params, self.device
         totals = [torch.zeros_like(p) for p in params]
         loss_sum, correct, count = 0.0, 0, 0
-        for idx, mask in _chunks(sampled, self.physical_batch, self.fixed_shape):
-            x, y = data.batch(idx)
+        for x, y, mask in chunks:
             out = self.engine.clipped_sum(
                 x.to(dev), y.to(dev), None if mask is None else mask.to(dev)
             )
             for total, g in zip(totals, out.grads, strict=True):
                 total += g
             loss_sum, correct, count = (
-                loss_sum + out.loss_sum,
-                correct + out.correct,
-                count + out.count,
-            )
+                loss_sum + out.loss_sum, correct + out.correct, count + out.count
+            )  # fmt: skip
         std = self.sigma * self.engine.clip if self.sigma else 0.0
         for p, total in zip(params, totals, strict=True):
             noise = torch.normal(0.0, std, size=p.shape, generator=self.generator) if std else 0.0
