@@ -8,6 +8,7 @@ gradients and so DP-SGD. GroupNorm is offered instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -98,7 +99,7 @@ def _check_forward(model: nn.Module, name: str, shape: tuple[int, ...], num_clas
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *shape))
+            out = model(torch.rand(2, *shape))
     except RuntimeError as e:
         raise ModelError(f"{name} cannot take inputs of shape {shape}: {e}") from e
     finally:
@@ -230,6 +231,65 @@ def lenet(
         _activation(activation),
         nn.Linear(84, num_classes),
     )
+
+
+def _scattering(name: str, input_shape: tuple[int, ...], J: int):
+    from veil.core.features import Scattering2D
+
+    c, h, w = _image_shape(name, input_shape, 2**J * 2)
+    if h != w or h % 2**J:
+        raise ModelError(f"{name} needs square images with a side divisible by {2**J}, got {h}x{w}")
+    return Scattering2D((c, h, w), J=J)
+
+
+@register_model("scatter-cnn")
+def scatter_cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    J: int = 2,
+    width: int = 32,
+    groups: int = 27,
+    activation: str = "tanh",
+) -> nn.Module:
+    """A small CNN on ScatterNet features (Tramèr & Boneh 2021): scattering, GroupNorm, 2 convs.
+
+    The scattering stage has no parameters and sees one example at a time, so DP-SGD pays
+    privacy only for the CNN on top (and precomputes the features once).
+    """
+    scat = _scattering("scatter-cnn", input_shape, J)
+    c, side, _ = scat.output_shape()
+    head = nn.Sequential(
+        nn.GroupNorm(math.gcd(groups, c), c),
+        nn.Conv2d(c, width, 3, padding=1), _activation(activation), nn.MaxPool2d(2),
+        nn.Conv2d(width, width, 3, padding=1), _activation(activation), nn.Flatten(),
+    )  # fmt: skip
+    flat = width * (side // 2) ** 2
+    return nn.Sequential(scat, *head, nn.Linear(flat, 32), _activation(activation),
+                         nn.Linear(32, num_classes))  # fmt: skip
+
+
+@register_model("scatter-linear")
+def scatter_linear(
+    input_shape: tuple[int, ...], num_classes: int, J: int = 2, groups: int = 27
+) -> nn.Module:
+    """A linear classifier on GroupNorm-ed ScatterNet features (Tramèr & Boneh 2021)."""
+    scat = _scattering("scatter-linear", input_shape, J)
+    c, side, _ = scat.output_shape()
+    return nn.Sequential(scat, nn.GroupNorm(math.gcd(groups, c), c), nn.Flatten(),
+                         nn.Linear(c * side * side, num_classes))  # fmt: skip
+
+
+def frozen_prefix(model: nn.Module) -> int:
+    """How many leading modules of a Sequential are frozen feature extractors (no trainable
+    parameters, one example at a time), which a trainer may precompute once per data set."""
+    if not isinstance(model, nn.Sequential):
+        return 0
+    count = 0
+    for m in model:
+        if not getattr(m, "frozen_features", False) or any(p.requires_grad for p in m.parameters()):
+            break
+        count += 1
+    return count
 
 
 def count_parameters(model: nn.Module) -> int:

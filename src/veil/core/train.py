@@ -105,6 +105,31 @@ def evaluate(
 
 
 @torch.no_grad()
+def precompute(prefix: nn.Module, dataset: ArrayDataset, batch_size: int = 256) -> ArrayDataset:
+    """``dataset`` passed through a frozen feature extractor once (features as float32)."""
+    prefix.eval()
+    feats = torch.cat([prefix(x) for x, _ in batches(dataset, batch_size)])
+    return ArrayDataset(feats, dataset.targets, classes=dataset.classes, name=dataset.name,
+                        split=dataset.split, keys=dataset.keys)  # fmt: skip
+
+
+def split_frozen(model: nn.Module, *datasets):
+    """The trainable part of ``model`` and ``datasets`` passed through its frozen prefix.
+
+    When ``model`` starts with frozen feature extractors (see ``models.frozen_prefix``),
+    their output is computed once per data set instead of at every step; training the
+    rest trains ``model`` itself (the modules are shared). Otherwise nothing changes.
+    """
+    from veil.core.models import frozen_prefix
+
+    k = frozen_prefix(model)
+    if not k:
+        return model, datasets
+    prefix, head = model[:k], model[k:]
+    return head, tuple(None if d is None else precompute(prefix, d) for d in datasets)
+
+
+@torch.no_grad()
 def per_class_accuracy(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -> list:
     """Accuracy on each class of ``dataset`` (None for a class with no example)."""
     model.eval()

@@ -27,7 +27,13 @@ from veil.core.data import ArrayDataset
 from veil.core.errors import ConfigError
 from veil.core.guarantees import Guarantee
 from veil.core.progress import progress
-from veil.core.train import evaluate, make_optimizer, pick_device, seed_everything
+from veil.core.train import (
+    evaluate,
+    make_optimizer,
+    pick_device,
+    seed_everything,
+    split_frozen,
+)
 from veil.dp.accounting import (
     Accountant,
     GaussianEvent,
@@ -223,7 +229,9 @@ def train(
     q, steps, sigma, eps = cfg.plan(n)
     seed_everything(cfg.seed)
     dev = pick_device(device)
-    model.to(dev).train()
+    full = model.to(dev)
+    model, (data, eval_data) = split_frozen(full, data, eval_data)  # features once, not per step
+    model.train()
     engine = make_engine(model, cfg.clip, cfg.engine, cfg.per_layer)
     gen, noise_source = _noise_generator(cfg.noise_seed, "cpu")
     update = NoisyStep(
@@ -254,7 +262,7 @@ def train(
     )
     if ledger is not None:
         ledger.add(guarantee)
-    return DPResult(model, guarantee, history, curve, final, time.perf_counter() - start)
+    return DPResult(full, guarantee, history, curve, final, time.perf_counter() - start)
 
 
 def _epoch_row(epoch: int, stats, model, eval_data, dev) -> dict:
