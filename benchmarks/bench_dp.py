@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import common
 from veil import dp
 from veil.core import data, models
+from veil.core.train import evaluate, split_frozen
 from veil.dp.dpsgd import NoisyStep
 from veil.dp.persample import make_engine
 
@@ -93,46 +94,51 @@ def step_times(name: str, shape, rounds: int) -> dict:
     }
 
 
-ACCURACY_RUNS = {  # tuned on the training split only; see BENCHMARKS.md
-    1.0: dict(epochs=10, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
-    3.0: dict(epochs=20, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
+# Hyper-parameters chosen on a validation split (10,000 of the 60,000 training images held
+# out), never on the test set; the final runs train on all 60,000 and report on the test set.
+ACCURACY_RUNS = {
+    1.0: dict(epochs=15, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
+    3.0: dict(epochs=30, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
     8.0: dict(epochs=30, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
 }
 
 
-def accuracy(eps: float, quick: bool, model: str, options: dict) -> dict:
+def accuracy_runs(quick: bool, model: str) -> dict:
+    """Train at each ε on MNIST; frozen features (ScatterNet) are computed once for all runs."""
     train, test = data.load("mnist", "train"), data.load("mnist", "test")
-    kw = dict(ACCURACY_RUNS[eps])
     if quick:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
         train = train.subset(pick[:6000])
-        kw["epochs"] = 2
-        kw["batch_size"] = 256
     torch.manual_seed(0)
-    net = models.build(model, train.input_shape, 10, **options)
-    start = time.perf_counter()
-    res, peak = common.peak_memory(
-        lambda: dp.train(net, train, epsilon=eps, delta=1e-5, eval_data=test, noise_seed=0, **kw)
+    features_s, (_, (ftrain, ftest)) = common.timed(
+        lambda: split_frozen(models.build(model, train.input_shape, 10), train, test)
     )
-    g = res.guarantee
-    return {
-        "epsilon": g.numbers["epsilon"],
-        "delta": 1e-5,
-        "accuracy": res.final["accuracy"],
-        "sigma": g.parameters["sigma"],
-        "steps": g.parameters["steps"],
-        "model": model,
-        "settings": kw,
-        "wall_s": round(time.perf_counter() - start, 1),
-        "peak_rss_mb": round(peak / 2**20, 1),
-        "per_epoch_accuracy": [round(h["test_accuracy"], 4) for h in res.history],
-    }
+    out = {"features_s": round(features_s, 1), "model": model}
+    for eps, settings in ACCURACY_RUNS.items():
+        kw = dict(settings, epochs=2, batch_size=256) if quick else dict(settings)
+        torch.manual_seed(0)
+        net = models.build(model, train.input_shape, 10)
+        head = net[models.frozen_prefix(net) :]
+        start = time.perf_counter()
+        res, peak = common.peak_memory(
+            lambda h=head, e=eps, k=kw: dp.train(h, ftrain, epsilon=e, delta=1e-5,
+                                                 eval_data=ftest, noise_seed=0, **k)
+        )  # fmt: skip
+        g = res.guarantee
+        out[f"eps{eps:g}"] = {
+            "epsilon": g.numbers["epsilon"], "delta": 1e-5,
+            "accuracy": evaluate(net, test)["accuracy"],  # the whole model on raw test images
+            "sigma": g.parameters["sigma"], "steps": g.parameters["steps"], "settings": kw,
+            "wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak / 2**20, 1),
+            "per_epoch_accuracy": [round(h["test_accuracy"], 4) for h in res.history],
+        }  # fmt: skip
+    return out
 
 
 def main() -> None:
     p = common.parser("dp", __doc__)
     p.add_argument("--skip-accuracy", action="store_true", help="only the step timings")
-    p.add_argument("--model", default="mnist-cnn", help="network for the accuracy runs")
+    p.add_argument("--model", default="scatter-cnn", help="network for the accuracy runs")
     args = p.parse_args()
     rounds = 10 if args.quick else 40
     results = {"batch": BATCH, "steps": {}}
@@ -142,10 +148,10 @@ def main() -> None:
     for key in ("step_ratio_vs_plain", "step_ratio_vs_opacus_hooks", "step_ratio_vs_opacus_ghost"):
         results[key] = head[key]
     if not args.skip_accuracy:
-        for eps in (1.0, 3.0, 8.0):
-            run = accuracy(eps, args.quick, args.model, {})
-            results[f"accuracy_eps{eps:g}"] = run["accuracy"]
-            results[f"run_eps{eps:g}"] = run
+        runs = accuracy_runs(args.quick, args.model)
+        results["accuracy_runs"] = runs
+        for eps in ACCURACY_RUNS:
+            results[f"accuracy_eps{eps:g}"] = runs[f"eps{eps:g}"]["accuracy"]
     common.write_results("dp", results, args, "opacus", "dp-accounting")
 
 

@@ -52,6 +52,8 @@ def test_default_run_writes_both_files(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ledger = Ledger.load(tmp_path / "out" / "ledger.json")
     assert ledger.run["name"] == "clinic" and ledger.run["status"] == "ok"
+    assert ledger.status("training-data") == "claimed"
+    assert ledger.entries[0].numbers["epsilon"] <= 3.0
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
     assert "Training-data privacy" in proc.stdout
 

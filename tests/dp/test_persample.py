@@ -167,3 +167,17 @@ def test_auto_falls_back_to_vmap_for_unsupported_layers():
         make_engine(model, 0.0)
     with pytest.raises(ConfigError):
         make_engine(model, 1.0, "fast")
+
+
+def test_compiled_vmap_matches_eager():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    eager = make_engine(copy.deepcopy(model), 0.5, "vmap").clipped_sum(x, y)
+    compiled = make_engine(copy.deepcopy(model), 0.5, compile=True)
+    assert compiled.name == "vmap+compile"
+    out = compiled.clipped_sum(x, y, mask=torch.ones(8))
+    for a, b in zip(eager.grads, out.grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ConfigError, match="vmap"):
+        make_engine(model, 1.0, "layers", compile=True)

@@ -67,6 +67,7 @@ class DPConfig:
     engine: str = "auto"
     per_layer: bool = False
     fixed_shape: bool = False
+    compile: bool = False
     accountant: str = "pld"
     noise_seed: int | None = None
     seed: int = 0
@@ -232,7 +233,8 @@ def train(
     full = model.to(dev)
     model, (data, eval_data) = split_frozen(full, data, eval_data)  # features once, not per step
     model.train()
-    engine = make_engine(model, cfg.clip, cfg.engine, cfg.per_layer)
+    engine = make_engine(model, cfg.clip, cfg.engine, cfg.per_layer, cfg.compile)
+    fixed = cfg.fixed_shape or cfg.compile  # compiled code wants one shape: pad every chunk
     gen, noise_source = _noise_generator(cfg.noise_seed, "cpu")
     update = NoisyStep(
         engine,
@@ -241,7 +243,7 @@ def train(
         q * n,
         gen,
         cfg.physical_batch,
-        cfg.fixed_shape,
+        fixed,
         dev,
     )
     steps_per_epoch = max(1, round(1 / q))

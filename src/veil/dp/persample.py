@@ -134,11 +134,15 @@ class Engine(ABC):
 
 
 class VmapEngine(Engine):
-    """Per-sample gradients with ``torch.func.vmap(grad(...))``; works for most models."""
+    """Per-sample gradients with ``torch.func.vmap(grad(...))``; works for most models.
+
+    ``compile=True`` runs the vmapped gradient through ``torch.compile`` with static shapes:
+    give it fixed-shape (padded, masked) batches or it recompiles for every new batch size.
+    """
 
     name = "vmap"
 
-    def __init__(self, model, clip, per_layer=False):
+    def __init__(self, model, clip, per_layer=False, compile=False):
         super().__init__(model, clip, per_layer)
         from torch.func import functional_call, grad, vmap
 
@@ -151,6 +155,9 @@ class VmapEngine(Engine):
             return F.cross_entropy(logits, y.unsqueeze(0)), logits.squeeze(0)
 
         self._fn = vmap(grad(one, has_aux=True), in_dims=(None, None, 0, 0), randomness="different")
+        if compile:
+            self._fn = torch.compile(self._fn, dynamic=False)
+            self.name = "vmap+compile"
 
     def per_sample(self, x, y) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-sample gradients, one (B, *shape) tensor per parameter, and the logits."""
@@ -418,10 +425,23 @@ def _embedding_rule(m: nn.Embedding, idx: torch.Tensor, G: torch.Tensor) -> _Rul
     return _Rule({"weight": norms2}, {"weight": total})
 
 
-def make_engine(model: nn.Module, clip: float, engine: str = "auto", per_layer: bool = False):
-    """The engine named ``engine``; ``auto`` is ``layers`` where the model allows, else ``vmap``."""
+def make_engine(
+    model: nn.Module,
+    clip: float,
+    engine: str = "auto",
+    per_layer: bool = False,
+    compile: bool = False,
+):
+    """The engine named ``engine``; ``auto`` is ``layers`` where the model allows, else ``vmap``.
+
+    ``compile`` takes the ``vmap`` engine through ``torch.compile`` (``auto`` included).
+    """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if compile:
+        if engine not in ("auto", "vmap"):
+            raise ConfigError(f"compile=True works with the vmap engine, not {engine!r}")
+        return VmapEngine(model, clip, per_layer, compile=True)
     if engine == "auto":
         try:
             return LayerEngine(model, clip, per_layer)

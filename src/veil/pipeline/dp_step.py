@@ -23,6 +23,7 @@ class DPTrainConfig(TrainingFields):
     engine: Literal["auto", "layers", "vmap", "opacus"] = "auto"
     per_layer: bool = False
     fixed_shape: bool = False
+    compile: bool = False
     accountant: Literal["pld", "rdp"] = "pld"
     noise_seed: int | None = None
 
