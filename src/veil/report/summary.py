@@ -36,8 +36,10 @@ def summary_table(ledger: Ledger):
     from rich.table import Table
 
     table = Table(title=f"veil privacy report: {ledger.run.get('name', 'run')}")
-    for col in ("guarantee", "status", "mechanisms", "claim", "audits"):
-        table.add_column(col)
+    for col in ("guarantee", "status"):
+        table.add_column(col, no_wrap=True)
+    for col in ("mechanisms", "claim", "audits"):
+        table.add_column(col, overflow="fold")
     for row in summary_rows(ledger):
         style = STATUS_STYLE.get(row["status"], "")
         table.add_row(
