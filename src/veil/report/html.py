@@ -19,7 +19,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["compact"] = lambda v: json.dumps(v, separators=(", ", ": "), default=str)
+    env.filters["compact"] = lambda v: json.dumps(_rounded(v), separators=(", ", ": "), default=str)
     env.filters["num"] = _format_number
     return env
 
@@ -28,6 +28,18 @@ def _format_number(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _rounded(value):
+    """Floats to 4 significant digits; ``*_curve`` series summarised (they are plotted)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: f"{len(v)} points, plotted below" if k.endswith("_curve") and
+                isinstance(v, list) else _rounded(v) for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def render_html(ledger: Ledger) -> str:
