@@ -143,3 +143,19 @@ def test_delta_not_below_one_over_n_warns(digits):
             sigma=1.0,
             quiet=True,
         )
+
+
+def test_weight_average_is_released_and_recorded(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    plain = models.build("mlp", train.input_shape, 10)
+    averaged = copy.deepcopy(plain)
+    kw = dict(epsilon=None, sigma=1.0, epochs=2, batch_size=128, lr=0.1, noise_seed=3, quiet=True)
+    dp.train(plain, train, **kw)
+    res = dp.train(averaged, train, ema=0.9, eval_data=test, **kw)
+    assert res.guarantee.parameters["weight_average"] == 0.9
+    # same noise and sampling, so the released weights differ only by the averaging
+    assert not torch.equal(plain[1].weight, averaged[1].weight)
+    assert res.history[-1]["test_accuracy"] == res.final["accuracy"]
+    with pytest.raises(ConfigError, match="ema"):
+        dp.train(models.build("mlp", train.input_shape, 10), train, ema=1.5, quiet=True)

@@ -94,6 +94,7 @@ def train(
     engine: str = typer.Option("auto", help="auto, layers, vmap or opacus."),
     per_layer: bool = typer.Option(False, help="Clip each parameter tensor separately."),
     accountant: str = typer.Option("pld", help="pld (tight) or rdp."),
+    ema: float = typer.Option(None, help="Release an average of the weights (decay, e.g. 0.99)."),
     noise_seed: int = typer.Option(None, help="Fixed noise seed (experiments only)."),
     seed: int = typer.Option(0, help="Seed for the initial weights."),
     limit: int = typer.Option(None, help="Train on N random examples only."),
@@ -125,6 +126,7 @@ def train(
         engine=engine,
         per_layer=per_layer,
         accountant=accountant,
+        ema=ema,
         noise_seed=noise_seed,
         seed=seed,
     )

@@ -69,6 +69,7 @@ class DPConfig:
     fixed_shape: bool = False
     compile: bool = False
     accountant: str = "pld"
+    ema: float | None = None
     noise_seed: int | None = None
     seed: int = 0
 
@@ -87,6 +88,8 @@ class DPConfig:
             )
         if self.epochs <= 0 or self.physical_batch < 1 or self.lr <= 0:
             raise ConfigError("epochs, physical_batch and lr must be positive")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"ema decay must be in (0, 1), got {self.ema}")
         check_delta_for(self.delta, n)
 
     def plan(self, n: int) -> tuple[float, int, float, float]:
@@ -189,6 +192,31 @@ class NoisyStep:
         return loss_sum, correct, count
 
 
+class WeightAverage:
+    """Exponential moving average of the parameters, kept beside training.
+
+    Averaging released iterates is post-processing: it costs no privacy, and it smooths
+    the noise DP-SGD adds (De et al. 2022 use it for their state-of-the-art results).
+    """
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.params, self.decay = params, decay
+        self.average = [p.detach().clone() for p in params]
+
+    def update(self) -> None:
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                avg.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+
+    def swap(self) -> None:
+        """Exchange the live and the averaged weights (call twice to undo)."""
+        with torch.no_grad():
+            for avg, p in zip(self.average, self.params, strict=True):
+                tmp = p.detach().clone()
+                p.copy_(avg)
+                avg.copy_(tmp)
+
+
 def poisson_sample(n: int, q: float, generator: torch.Generator) -> torch.Tensor:
     """Indices of the examples drawn, each independently with probability ``q``."""
     return torch.nonzero(torch.rand(n, generator=generator) < q).squeeze(1)
@@ -246,15 +274,22 @@ def train(
         fixed,
         dev,
     )
+    ema = WeightAverage(engine.params, cfg.ema) if cfg.ema else None
     steps_per_epoch = max(1, round(1 / q))
     history, start, stats = [], time.perf_counter(), [0.0, 0, 0, time.perf_counter()]
     with progress(f"DP-SGD on {data.name} (ε={eps:.3g})", steps, quiet) as bar:
         for t in range(1, steps + 1):
             loss_sum, correct, count = update(data, poisson_sample(n, q, gen))
+            if ema:
+                ema.update()
             stats = [stats[0] + loss_sum, stats[1] + correct, stats[2] + count, stats[3]]
             bar.advance()
             if t % steps_per_epoch == 0 or t == steps:
+                if ema:  # evaluate what will be released: the averaged weights
+                    ema.swap()
                 history.append(_epoch_row(len(history) + 1, stats, model, eval_data, dev))
+                if ema and t != steps:
+                    ema.swap()
                 stats = [0.0, 0, 0, time.perf_counter()]
                 bar.note(f"acc {history[-1].get('test_accuracy', float('nan')):.3f}")
     final = evaluate(model, eval_data, device=dev) if eval_data is not None else {}
@@ -307,6 +342,7 @@ def _guarantee(cfg, n, q, steps, sigma, eps, final, curve, engine, noise_source,
             "optimizer": cfg.optimizer,
             "lr": cfg.lr,
             "noise": noise_source,
+            "weight_average": cfg.ema,
         },
         numbers=numbers,
         evidence={"epsilon_curve": curve, "epsilon_rdp": rdp},

@@ -25,6 +25,7 @@ class DPTrainConfig(TrainingFields):
     fixed_shape: bool = False
     compile: bool = False
     accountant: Literal["pld", "rdp"] = "pld"
+    ema: float | None = Field(None, gt=0, lt=1)
     noise_seed: int | None = None
 
 
