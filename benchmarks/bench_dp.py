@@ -97,9 +97,9 @@ def step_times(name: str, shape, rounds: int) -> dict:
 # Hyper-parameters chosen on a validation split (10,000 of the 60,000 training images held
 # out), never on the test set; the final runs train on all 60,000 and report on the test set.
 ACCURACY_RUNS = {
-    1.0: dict(epochs=15, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
-    3.0: dict(epochs=30, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
-    8.0: dict(epochs=30, batch_size=1024, lr=4.0, momentum=0.0, clip=0.1),
+    1.0: dict(epochs=30, batch_size=4096, lr=32.0, momentum=0.0, clip=0.1, ema=0.99),
+    3.0: dict(epochs=100, batch_size=8192, lr=64.0, momentum=0.0, clip=0.1, ema=0.99),
+    8.0: dict(epochs=100, batch_size=8192, lr=64.0, momentum=0.0, clip=0.1, ema=0.99),
 }
 
 
@@ -115,7 +115,7 @@ def accuracy_runs(quick: bool, model: str) -> dict:
     )
     out = {"features_s": round(features_s, 1), "model": model}
     for eps, settings in ACCURACY_RUNS.items():
-        kw = dict(settings, epochs=2, batch_size=256) if quick else dict(settings)
+        kw = dict(settings, epochs=2, batch_size=512, lr=8.0) if quick else dict(settings)
         torch.manual_seed(0)
         net = models.build(model, train.input_shape, 10)
         head = net[models.frozen_prefix(net) :]
@@ -138,7 +138,7 @@ def accuracy_runs(quick: bool, model: str) -> dict:
 def main() -> None:
     p = common.parser("dp", __doc__)
     p.add_argument("--skip-accuracy", action="store_true", help="only the step timings")
-    p.add_argument("--model", default="scatter-cnn", help="network for the accuracy runs")
+    p.add_argument("--model", default="scatter-linear", help="network for the accuracy runs")
     args = p.parse_args()
     rounds = 10 if args.quick else 40
     results = {"batch": BATCH, "steps": {}}
