@@ -172,21 +172,29 @@ class NoisyStep:
     def apply(self, chunks) -> tuple[float, int, int]:
         """Update the model from ``(x, y, mask)`` chunks that together form one logical batch."""
         params, dev = self.engine.params, self.device
-        totals = [torch.zeros_like(p) for p in params]
-        loss_sum, correct, count = 0.0, 0, 0
+        totals, loss_sum, correct, count = None, 0.0, 0, 0
         for x, y, mask in chunks:
             out = self.engine.clipped_sum(
                 x.to(dev), y.to(dev), None if mask is None else mask.to(dev)
             )
-            for total, g in zip(totals, out.grads, strict=True):
-                total += g
+            if totals is None:
+                totals = out.grads  # fresh tensors from the engine: ours to add into
+            else:
+                for total, g in zip(totals, out.grads, strict=True):
+                    total.add_(g)
             loss_sum, correct, count = (
                 loss_sum + out.loss_sum, correct + out.correct, count + out.count
             )  # fmt: skip
-        std = self.sigma * self.engine.clip if self.sigma else 0.0
+        if totals is None:
+            totals = [torch.zeros_like(p) for p in params]
+        if self.sigma:  # one draw for all parameters: N(0, σ²C²) per coordinate
+            noise = torch.randn(sum(p.numel() for p in params), generator=self.generator).to(dev)
+            std, offset = self.sigma * self.engine.clip, 0
+            for total in totals:
+                total.add_(noise[offset : offset + total.numel()].view_as(total), alpha=std)
+                offset += total.numel()
         for p, total in zip(params, totals, strict=True):
-            noise = torch.normal(0.0, std, size=p.shape, generator=self.generator) if std else 0.0
-            p.grad = (total + torch.as_tensor(noise).to(dev)) / self.expected_batch
+            p.grad = total.div_(self.expected_batch)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, correct, count
