@@ -55,10 +55,15 @@ def _opacus(model, x, y, mode):
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     made = PrivacyEngine().make_private(
-        module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
-        max_grad_norm=1.0, poisson_sampling=False, grad_sample_mode=mode,
+        module=model,
+        optimizer=opt,
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        poisson_sampling=False,
+        grad_sample_mode=mode,
         criterion=nn.CrossEntropyLoss(),
-    )  # fmt: skip
+    )
     module, optimizer = made[0], made[1]
     criterion = made[2] if mode == "ghost" else nn.CrossEntropyLoss()
 
@@ -121,17 +126,22 @@ def accuracy_runs(quick: bool, model: str) -> dict:
         head = net[models.frozen_prefix(net) :]
         start = time.perf_counter()
         res, peak = common.peak_memory(
-            lambda h=head, e=eps, k=kw: dp.train(h, ftrain, epsilon=e, delta=1e-5,
-                                                 eval_data=ftest, noise_seed=0, **k)
-        )  # fmt: skip
+            lambda h=head, e=eps, k=kw: dp.train(
+                h, ftrain, epsilon=e, delta=1e-5, eval_data=ftest, noise_seed=0, **k
+            )
+        )
         g = res.guarantee
         out[f"eps{eps:g}"] = {
-            "epsilon": g.numbers["epsilon"], "delta": 1e-5,
+            "epsilon": g.numbers["epsilon"],
+            "delta": 1e-5,
             "accuracy": evaluate(net, test)["accuracy"],  # the whole model on raw test images
-            "sigma": g.parameters["sigma"], "steps": g.parameters["steps"], "settings": kw,
-            "wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak / 2**20, 1),
+            "sigma": g.parameters["sigma"],
+            "steps": g.parameters["steps"],
+            "settings": kw,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "peak_rss_mb": round(peak / 2**20, 1),
             "per_epoch_accuracy": [round(h["test_accuracy"], 4) for h in res.history],
-        }  # fmt: skip
+        }
     return out
 
 

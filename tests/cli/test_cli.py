@@ -223,3 +223,94 @@ def test_dp_train_writes_model_and_guarantee(tmp_path):
         str(tmp_path / "x.veil"),
     )
     assert_one_line_error(bad, "epsilon must be > 0")
+
+
+def test_image_share_recover_inspect(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    scan = rng.integers(0, 65535, (32, 40), dtype=np.uint16)
+    Image.fromarray(scan).save(tmp_path / "scan.png")
+    covers = tmp_path / "covers"
+    covers.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)).save(
+            covers / f"{i}.png"
+        )
+    out = tmp_path / "shares"
+    assert (
+        main(
+            [
+                "image",
+                "share",
+                str(tmp_path / "scan.png"),
+                "--k",
+                "2",
+                "--n",
+                "3",
+                "--covers",
+                str(covers),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "PSNR" in capsys.readouterr().out
+    key = str(out / "stego.key")
+    back = tmp_path / "back.png"
+    assert (
+        main(
+            [
+                "image",
+                "recover",
+                str(out / "share-3.png"),
+                str(out / "share-1.png"),
+                "--key",
+                key,
+                "-o",
+                str(back),
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(np.array(Image.open(back)).astype(np.uint16), scan)
+    assert main(["image", "inspect", str(out / "share-2.png"), "--key", key]) == 0
+    assert '"k": 2' in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "image",
+                "recover",
+                str(out / "share-1.png"),
+                "--key",
+                key,
+                "-o",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
+    assert "needs 2" in capsys.readouterr().err
+    Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(covers / "3.jpg")
+    (covers / "0.png").unlink()
+    assert (
+        main(
+            [
+                "image",
+                "share",
+                str(tmp_path / "scan.png"),
+                "--k",
+                "2",
+                "--n",
+                "3",
+                "--covers",
+                str(covers),
+                "-o",
+                str(tmp_path / "s2"),
+            ]
+        )
+        == 2
+    )
+    assert "lossless" in capsys.readouterr().err

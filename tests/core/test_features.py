@@ -42,8 +42,13 @@ def test_stable_to_small_shifts():
 
 def test_precomputed_features_give_the_same_model_output():
     net = models.build("scatter-cnn", (1, 28, 28), 10).eval()
-    ds = data.ArrayDataset(torch.rand(6, 1, 28, 28), torch.zeros(6, dtype=torch.long),
-                           classes=list("0123456789"), name="r", split="train")  # fmt: skip
+    ds = data.ArrayDataset(
+        torch.rand(6, 1, 28, 28),
+        torch.zeros(6, dtype=torch.long),
+        classes=list("0123456789"),
+        name="r",
+        split="train",
+    )
     head, (feats,) = split_frozen(net, ds)
     assert feats.input_shape == (81, 7, 7)
     x, _ = ds.batch(torch.arange(6))

@@ -260,12 +260,17 @@ def scatter_cnn(
     c, side, _ = scat.output_shape()
     head = nn.Sequential(
         nn.GroupNorm(math.gcd(groups, c), c),
-        nn.Conv2d(c, width, 3, padding=1), _activation(activation), nn.MaxPool2d(2),
-        nn.Conv2d(width, width, 3, padding=1), _activation(activation), nn.Flatten(),
-    )  # fmt: skip
+        nn.Conv2d(c, width, 3, padding=1),
+        _activation(activation),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, width, 3, padding=1),
+        _activation(activation),
+        nn.Flatten(),
+    )
     flat = width * (side // 2) ** 2
-    return nn.Sequential(scat, *head, nn.Linear(flat, 32), _activation(activation),
-                         nn.Linear(32, num_classes))  # fmt: skip
+    return nn.Sequential(
+        scat, *head, nn.Linear(flat, 32), _activation(activation), nn.Linear(32, num_classes)
+    )
 
 
 @register_model("scatter-linear")
@@ -275,8 +280,12 @@ def scatter_linear(
     """A linear classifier on GroupNorm-ed ScatterNet features (Tramèr & Boneh 2021)."""
     scat = _scattering("scatter-linear", input_shape, J)
     c, side, _ = scat.output_shape()
-    return nn.Sequential(scat, nn.GroupNorm(math.gcd(groups, c), c), nn.Flatten(),
-                         nn.Linear(c * side * side, num_classes))  # fmt: skip
+    return nn.Sequential(
+        scat,
+        nn.GroupNorm(math.gcd(groups, c), c),
+        nn.Flatten(),
+        nn.Linear(c * side * side, num_classes),
+    )
 
 
 def frozen_prefix(model: nn.Module) -> int:

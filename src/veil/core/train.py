@@ -109,8 +109,14 @@ def precompute(prefix: nn.Module, dataset: ArrayDataset, batch_size: int = 256) 
     """``dataset`` passed through a frozen feature extractor once (features as float32)."""
     prefix.eval()
     feats = torch.cat([prefix(x) for x, _ in batches(dataset, batch_size)])
-    return ArrayDataset(feats, dataset.targets, classes=dataset.classes, name=dataset.name,
-                        split=dataset.split, keys=dataset.keys)  # fmt: skip
+    return ArrayDataset(
+        feats,
+        dataset.targets,
+        classes=dataset.classes,
+        name=dataset.name,
+        split=dataset.split,
+        keys=dataset.keys,
+    )
 
 
 def split_frozen(model: nn.Module, *datasets):

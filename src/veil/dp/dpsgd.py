@@ -183,8 +183,10 @@ class NoisyStep:
                 for total, g in zip(totals, out.grads, strict=True):
                     total.add_(g)
             loss_sum, correct, count = (
-                loss_sum + out.loss_sum, correct + out.correct, count + out.count
-            )  # fmt: skip
+                loss_sum + out.loss_sum,
+                correct + out.correct,
+                count + out.count,
+            )
         if totals is None:
             totals = [torch.zeros_like(p) for p in params]
         if self.sigma:  # one draw for all parameters: N(0, σ²C²) per coordinate

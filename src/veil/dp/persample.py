@@ -331,8 +331,11 @@ def _conv_grouped(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tenso
         A.reshape(1, B * A.shape[1], *A.shape[2:]),
         (B * out_ch, A.shape[1], *m.kernel_size),
         G.reshape(1, B * out_ch, *G.shape[2:]),
-        stride=m.stride, padding=m.padding, dilation=m.dilation, groups=B,
-    ).reshape(B, -1)  # fmt: skip
+        stride=m.stride,
+        padding=m.padding,
+        dilation=m.dilation,
+        groups=B,
+    ).reshape(B, -1)
 
 
 def _conv_patches(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -344,8 +347,9 @@ def _conv_patches(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tenso
     (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
     Ho, Wo = G.shape[2:]
     sb, sc, sy, sx = A.stride()
-    view = A.as_strided((B, C, kh, kw, Ho, Wo), (sb, sc, sy * dh, sx * dw, sy * sh, sx * sw),
-                        A.storage_offset())  # fmt: skip
+    view = A.as_strided(
+        (B, C, kh, kw, Ho, Wo), (sb, sc, sy * dh, sx * dw, sy * sh, sx * sw), A.storage_offset()
+    )
     patches = view.reshape(B, C * kh * kw, Ho * Wo)
     return (G.flatten(2) @ patches.transpose(1, 2)).reshape(B, -1)
 
@@ -357,8 +361,15 @@ _conv_choice: dict[tuple, str] = {}
 def _pick_conv_method(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> str:
     """Time both methods for this layer and shape, once per process (they agree to float
     precision), and keep the faster: which wins depends on the shape and the machine."""
-    key = (type(A.device), tuple(A.shape), tuple(G.shape), m.kernel_size, m.stride, m.padding,
-           m.dilation)  # fmt: skip
+    key = (
+        type(A.device),
+        tuple(A.shape),
+        tuple(G.shape),
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.dilation,
+    )
     if key not in _conv_choice:
         best = dict.fromkeys(_CONV_METHODS, float("inf"))
         for _ in range(4):  # alternate, keep each method's best time: robust to noise

@@ -35,8 +35,12 @@ def _rounded(value):
     if isinstance(value, float):
         return float(f"{value:.4g}")
     if isinstance(value, dict):
-        return {k: f"{len(v)} points, plotted below" if k.endswith("_curve") and
-                isinstance(v, list) else _rounded(v) for k, v in value.items()}  # fmt: skip
+        return {
+            k: f"{len(v)} points, plotted below"
+            if k.endswith("_curve") and isinstance(v, list)
+            else _rounded(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value

@@ -1,0 +1,122 @@
+"""``veil image``: share an image among n holders (any k recover it), hidden in cover images.
+
+Threat model: fewer than k share holders learn nothing about the image; an altered share is
+detected at recovery; the dealer who shares the image is trusted. Steganography hides that
+an image carries a share; it is not what keeps the image secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0].removeprefix("``veil image``: "), no_args_is_help=True
+)
+
+KEY_FILE = "stego.key"
+
+
+@app.command("share")
+def share(
+    image: Path = typer.Argument(..., help="PNG or TIFF image (8/16-bit, grey or RGB)."),
+    k: int = typer.Option(3, "--k", help="Shares needed to recover."),
+    n: int = typer.Option(5, "--n", help="Shares made."),
+    covers: Path = typer.Option(None, help="Folder of lossless cover images (PNG/TIFF)."),
+    bits: int = typer.Option(1, help="Bits per channel value in covers (1 or 2)."),
+    out: Path = typer.Option(Path("shares"), "--out", "-o", help="Output folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing share files."),
+) -> None:
+    """Split IMAGE into N shares; without --covers they are .vshare files."""
+    import secrets
+
+    from veil.core.errors import refuse_overwrite
+    from veil.core.io import atomic_write
+    from veil.imaging.images import hide_share, read_image, share_image
+    from veil.imaging.stego import StegoError, psnr, read_cover, ssim, write_png
+
+    pixels, fmt = read_image(image)
+    shares = share_image(pixels, k, n, fmt)
+    cover_files = sorted(p for p in covers.iterdir() if p.is_file()) if covers else []
+    if covers and len(cover_files) < n:
+        raise StegoError(f"{covers} holds {len(cover_files)} files; {n} covers are needed")
+    names = [
+        out / (f"share-{s.index}.png" if covers else f"share-{s.index}.vshare") for s in shares
+    ]
+    for path in [*names, out / KEY_FILE] if covers else names:
+        refuse_overwrite(path, force)
+    out.mkdir(parents=True, exist_ok=True)
+    if not covers:
+        for s, path in zip(shares, names, strict=True):
+            atomic_write(path, s.to_bytes())
+        typer.echo(f"wrote {n} shares to {out}/ (any {k} recover {image.name})")
+        return
+    key = secrets.token_bytes(32)
+    for s, path, cover_path in zip(shares, names, cover_files[:n], strict=True):
+        cover = read_cover(cover_path)
+        stego = hide_share(s, cover, key, bits)
+        write_png(path, stego)
+        quality = f"PSNR {psnr(cover, stego):.1f} dB, SSIM {ssim(cover, stego):.5f}"
+        typer.echo(f"{path}: share {s.index} in {cover_path.name}, {quality}")
+    atomic_write(out / KEY_FILE, key.hex() + "\n")
+    typer.echo(f"stego key in {out / KEY_FILE}: give it to whoever recovers, never with the shares")
+
+
+def _key(path: Path | None) -> bytes | None:
+    from veil.imaging.stego import StegoError
+
+    if path is None:
+        return None
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise StegoError(f"cannot read stego key {path}: {e}") from e
+
+
+@app.command("recover")
+def recover(
+    shares: list[Path] = typer.Argument(..., help="Share files (.vshare) or stego images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Image file to write."),
+    key: Path = typer.Option(None, help="Stego key file (for shares hidden in images)."),
+    bits: int = typer.Option(1, help="Bits per channel value used when hiding."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Recover the image from at least k shares; tampered shares are named and skipped."""
+    from veil.core.errors import refuse_overwrite
+    from veil.imaging.images import read_share, recover_image, write_image
+
+    refuse_overwrite(out, force)
+    pixels, meta = recover_image([read_share(p, _key(key), bits) for p in shares])
+    write_image(out, pixels, meta.get("format", "PNG"))
+    note = f"; rejected tampered shares {meta['rejected']}" if meta["rejected"] else ""
+    typer.echo(
+        f"wrote {out} ({meta['dtype']} {tuple(meta['shape'])}) from shares {meta['used']}{note}"
+    )
+
+
+@app.command("inspect")
+def inspect(
+    share_file: Path = typer.Argument(..., help="A share (.vshare) or a stego image."),
+    key: Path = typer.Option(None, help="Stego key file (for stego images)."),
+    bits: int = typer.Option(1, help="Bits per channel value used when hiding."),
+) -> None:
+    """Show a share's header: index, k of n, sharing id, image shape and dtype."""
+    import json
+
+    from veil.imaging.images import read_share
+
+    s = read_share(share_file, _key(key), bits)
+    typer.echo(
+        json.dumps(
+            {
+                "index": s.index,
+                "k": s.k,
+                "n": s.n,
+                "sharing_id": s.sharing_id,
+                "payload_bytes": len(s.payload),
+                "meta": s.meta,
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,85 @@
+"""Share images (PNG/TIFF, 8/16-bit, grey or RGB) and recover them exactly, pixels and dtype.
+
+The secret is the raw pixel bytes; each share's header records the shape, dtype and format
+(not secret: every share holder sees them). Shares are written either as ``.vshare`` files
+or hidden in lossless cover images (``veil.imaging.stego``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from veil.imaging.shamir import Share, ShareError, combine, split
+from veil.imaging.stego import StegoError, embed, extract, read_cover
+
+IMAGE_DTYPES = {"uint8", "uint16"}
+SHARE_SUFFIX = ".vshare"
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, str]:
+    """Pixels and format of a PNG or TIFF image (8/16-bit, grey or RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt, pixels = im.format, np.array(im)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ShareError(f"cannot read image {path}: {e}") from e
+    if pixels.dtype == np.int32 and pixels.min() >= 0 and pixels.max() < 65536:
+        pixels = pixels.astype(np.uint16)  # Pillow reads 16-bit greyscale PNG as int32 ("I")
+    if str(pixels.dtype) not in IMAGE_DTYPES:
+        raise ShareError(f"{path}: {pixels.dtype} images are not supported (8 or 16 bit only)")
+    return pixels, fmt or "PNG"
+
+
+def share_image(pixels: np.ndarray, k: int, n: int, fmt: str = "PNG") -> list[Share]:
+    """Share an image array; any k of the n shares give back the exact pixels and dtype."""
+    if str(pixels.dtype) not in IMAGE_DTYPES or pixels.ndim not in (2, 3):
+        raise ShareError(
+            f"expected a 2-D or 3-D uint8/uint16 image, got {pixels.dtype} {pixels.shape}"
+        )
+    meta = {"kind": "image", "shape": list(pixels.shape), "dtype": str(pixels.dtype), "format": fmt}
+    return split(np.ascontiguousarray(pixels).tobytes(), k, n, meta)
+
+
+def recover_image(shares: list[Share]) -> tuple[np.ndarray, dict]:
+    """The image from at least k shares (authenticated), and the sharing's metadata."""
+    rec = combine(shares)
+    meta = rec.meta
+    if meta.get("kind") != "image":
+        raise ShareError("these shares hold bytes, not an image")
+    pixels = np.frombuffer(rec.secret, dtype=np.dtype(meta["dtype"])).reshape(meta["shape"])
+    return pixels.copy(), {**meta, "used": rec.used, "rejected": rec.rejected}
+
+
+def write_image(path: str | Path, pixels: np.ndarray, fmt: str = "PNG") -> Path:
+    """Write pixels losslessly (PNG or TIFF), atomically."""
+    import io
+
+    from PIL import Image
+
+    from veil.core.io import atomic_write
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="TIFF" if fmt == "TIFF" else "PNG")
+    return atomic_write(path, buf.getvalue())
+
+
+def hide_share(share: Share, cover: np.ndarray, key: bytes, bits: int = 1) -> np.ndarray:
+    """A copy of ``cover`` carrying ``share`` (see ``veil.imaging.stego.embed``)."""
+    return embed(cover, share.to_bytes(), key, bits)
+
+
+def read_share(path: str | Path, key: bytes | None = None, bits: int = 1) -> Share:
+    """A share from a ``.vshare`` file, or from a stego image (needs the stego ``key``)."""
+    path = Path(path)
+    if path.suffix == SHARE_SUFFIX:
+        try:
+            return Share.from_bytes(path.read_bytes(), str(path))
+        except OSError as e:
+            raise ShareError(f"cannot read {path}: {e}") from e
+    if key is None:
+        raise StegoError(f"{path} is an image: give the stego key to extract its share")
+    return Share.from_bytes(extract(read_cover(path), key, bits), str(path))

@@ -1,0 +1,105 @@
+"""Stego embedding and image sharing: exact round trips, capacity, lossy covers refused."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from veil.imaging.images import (
+    hide_share,
+    read_image,
+    read_share,
+    recover_image,
+    share_image,
+    write_image,
+)
+from veil.imaging.shamir import ShareError
+from veil.imaging.stego import StegoError, capacity, embed, extract, psnr, read_cover, ssim
+
+KEY = b"k" * 32
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.binary(max_size=500),
+    bits=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+)
+def test_embed_extract_round_trip(data, bits, dtype):
+    cover = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, (40, 50, 3), dtype=dtype)
+    stego = embed(cover, data, KEY, bits)
+    assert extract(stego, KEY, bits) == data
+    changed = np.abs(stego.astype(np.int64) - cover.astype(np.int64))
+    assert changed.max() < 2**bits  # only the low bits move
+    if data:
+        with pytest.raises(StegoError):
+            if extract(stego, b"other key" * 4, bits) != data:
+                raise StegoError("different key, different data")
+
+
+def test_capacity_error_says_what_is_missing():
+    cover = np.zeros((16, 16), dtype=np.uint8)
+    with pytest.raises(StegoError, match="cover too small"):
+        embed(cover, b"x" * (capacity(cover.shape) + 1), KEY)
+    embed(cover, b"x" * capacity(cover.shape), KEY)
+
+
+def test_psnr_at_one_bit_per_channel_is_high():
+    cover = np.random.default_rng(2).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    stego = embed(cover, np.random.default_rng(3).bytes(capacity(cover.shape)), KEY)
+    assert psnr(cover, stego) > 50 and ssim(cover, stego) > 0.999
+    assert psnr(cover, cover) == float("inf")
+
+
+def test_jpeg_cover_refused(tmp_path):
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "c.jpg")
+    with pytest.raises(StegoError, match="lossless"):
+        read_cover(tmp_path / "c.jpg")
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "fmt"),
+    [((30, 40), np.uint16, "PNG"), ((30, 40, 3), np.uint8, "TIFF"), ((25, 25), np.uint8, "PNG")],
+)
+def test_image_round_trip_through_files_and_covers(tmp_path, shape, dtype, fmt):
+    pixels = np.random.default_rng(4).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    src = write_image(tmp_path / f"scan.{fmt.lower()}", pixels, fmt)
+    read, read_fmt = read_image(src)
+    assert read.dtype == dtype and np.array_equal(read, pixels) and read_fmt == fmt
+    shares = share_image(read, 2, 3, read_fmt)
+    covers = [
+        np.random.default_rng(i).integers(0, 256, (120, 120, 3), dtype=np.uint8) for i in range(3)
+    ]
+    paths = []
+    for s, c in zip(shares, covers, strict=True):
+        paths.append(write_image(tmp_path / f"s{s.index}.png", hide_share(s, c, KEY)))
+    back, meta = recover_image([read_share(p, KEY) for p in paths[1:]])
+    assert back.dtype == dtype and np.array_equal(back, pixels) and meta["used"] == [2, 3]
+
+
+def test_tampered_stego_image_detected(tmp_path):
+    pixels = np.arange(400, dtype=np.uint8).reshape(20, 20)
+    shares = share_image(pixels, 2, 3)
+    cover = np.zeros((60, 60, 3), dtype=np.uint8)
+    stego = [hide_share(s, cover, KEY) for s in shares]
+    stego[0] ^= 1  # flip every low bit of one stego image
+    with pytest.raises((ShareError, StegoError)):
+        recover_image([read_share_from(stego[0]), read_share_from(stego[1])])
+
+
+def read_share_from(image):
+    from veil.imaging.shamir import Share
+
+    return Share.from_bytes(extract(image, KEY))
+
+
+def test_bad_images_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 4), dtype=np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(ShareError, match="not supported"):
+        read_image(tmp_path / "f.tiff")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(ShareError, match="cannot read"):
+        read_image(tmp_path / "junk.png")
+    with pytest.raises(StegoError, match="stego key"):
+        read_share(tmp_path / "junk.png")
