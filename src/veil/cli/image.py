@@ -20,12 +20,15 @@ KEY_FILE = "stego.key"
 
 @app.command("share")
 def share(
-    image: Path = typer.Argument(..., help="PNG or TIFF image (8/16-bit, grey or RGB)."),
+    image: Path = typer.Argument(..., help="DICOM file, or PNG/TIFF image (8/16-bit)."),
     k: int = typer.Option(3, "--k", help="Shares needed to recover."),
     n: int = typer.Option(5, "--n", help="Shares made."),
     covers: Path = typer.Option(None, help="Folder of lossless cover images (PNG/TIFF)."),
     bits: int = typer.Option(1, help="Bits per channel value in covers (1 or 2)."),
     out: Path = typer.Option(Path("shares"), "--out", "-o", help="Output folder."),
+    keep_identifying: bool = typer.Option(
+        False, help="DICOM: keep patient names, IDs, dates and private tags (removed by default)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing share files."),
 ) -> None:
     """Split IMAGE into N shares; without --covers they are .vshare files."""
@@ -33,11 +36,16 @@ def share(
 
     from veil.core.errors import refuse_overwrite
     from veil.core.io import atomic_write
+    from veil.imaging.dicom import is_dicom, share_dicom
     from veil.imaging.images import hide_share, read_image, share_image
     from veil.imaging.stego import StegoError, psnr, read_cover, ssim, write_png
 
-    pixels, fmt = read_image(image)
-    shares = share_image(pixels, k, n, fmt)
+    if is_dicom(image):
+        shares, removed = share_dicom(image, k, n, keep_identifying)
+        typer.echo(f"DICOM attributes removed before sharing: {', '.join(removed) or 'none'}")
+    else:
+        pixels, fmt = read_image(image)
+        shares = share_image(pixels, k, n, fmt)
     cover_files = sorted(p for p in covers.iterdir() if p.is_file()) if covers else []
     if covers and len(cover_files) < n:
         raise StegoError(f"{covers} holds {len(cover_files)} files; {n} covers are needed")
@@ -84,11 +92,17 @@ def recover(
 ) -> None:
     """Recover the image from at least k shares; tampered shares are named and skipped."""
     from veil.core.errors import refuse_overwrite
+    from veil.imaging.dicom import recover_dicom, write_dicom
     from veil.imaging.images import read_share, recover_image, write_image
 
     refuse_overwrite(out, force)
-    pixels, meta = recover_image([read_share(p, _key(key), bits) for p in shares])
-    write_image(out, pixels, meta.get("format", "PNG"))
+    parts = [read_share(p, _key(key), bits) for p in shares]
+    if parts[0].meta.get("kind") == "dicom":
+        ds, meta = recover_dicom(parts)
+        write_dicom(out, ds)
+    else:
+        pixels, meta = recover_image(parts)
+        write_image(out, pixels, meta.get("format", "PNG"))
     note = f"; rejected tampered shares {meta['rejected']}" if meta["rejected"] else ""
     typer.echo(
         f"wrote {out} ({meta['dtype']} {tuple(meta['shape'])}) from shares {meta['used']}{note}"
