@@ -258,6 +258,9 @@ def test_image_share_recover_inspect(tmp_path, capsys):
         == 0
     )
     assert "PSNR" in capsys.readouterr().out
+    entry = Ledger.load(out / "ledger.json").entries[0]
+    assert entry.guarantee == "input" and entry.numbers["k"] == 2
+    assert entry.numbers["min_psnr_db"] > 45 and len(entry.evidence["carriers"]) == 3
     key = str(out / "stego.key")
     back = tmp_path / "back.png"
     assert (

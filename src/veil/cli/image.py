@@ -35,11 +35,13 @@ def share(
     import secrets
 
     from veil.core.errors import refuse_overwrite
+    from veil.core.guarantees import Ledger
     from veil.core.io import atomic_write
     from veil.imaging.dicom import is_dicom, share_dicom
-    from veil.imaging.images import hide_share, read_image, share_image
+    from veil.imaging.images import hide_share, read_image, share_image, sharing_guarantee
     from veil.imaging.stego import StegoError, psnr, read_cover, ssim, write_png
 
+    removed: list[str] = []
     if is_dicom(image):
         shares, removed = share_dicom(image, k, n, keep_identifying)
         typer.echo(f"DICOM attributes removed before sharing: {', '.join(removed) or 'none'}")
@@ -52,22 +54,32 @@ def share(
     names = [
         out / (f"share-{s.index}.png" if covers else f"share-{s.index}.vshare") for s in shares
     ]
-    for path in [*names, out / KEY_FILE] if covers else names:
+    for path in [*names, out / KEY_FILE, out / "ledger.json"] if covers else names:
         refuse_overwrite(path, force)
     out.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger.start(f"share {image.name}", command="veil image share")
     if not covers:
         for s, path in zip(shares, names, strict=True):
             atomic_write(path, s.to_bytes())
-        typer.echo(f"wrote {n} shares to {out}/ (any {k} recover {image.name})")
+        ledger.add(sharing_guarantee(k, n, image.name, removed=removed))
+        ledger.finish(status="ok")
+        ledger.save(out / "ledger.json")
+        typer.echo(f"wrote {n} shares and ledger.json to {out}/ (any {k} recover {image.name})")
         return
     key = secrets.token_bytes(32)
+    carriers = []
     for s, path, cover_path in zip(shares, names, cover_files[:n], strict=True):
         cover = read_cover(cover_path)
         stego = hide_share(s, cover, key, bits)
         write_png(path, stego)
-        quality = f"PSNR {psnr(cover, stego):.1f} dB, SSIM {ssim(cover, stego):.5f}"
+        carriers.append({"share": s.index, "cover": cover_path.name, "bits": bits,
+                         "psnr_db": psnr(cover, stego), "ssim": ssim(cover, stego)})  # fmt: skip
+        quality = f"PSNR {carriers[-1]['psnr_db']:.1f} dB, SSIM {carriers[-1]['ssim']:.5f}"
         typer.echo(f"{path}: share {s.index} in {cover_path.name}, {quality}")
     atomic_write(out / KEY_FILE, key.hex() + "\n")
+    ledger.add(sharing_guarantee(k, n, image.name, carriers, removed))
+    ledger.finish(status="ok")
+    ledger.save(out / "ledger.json")
     typer.echo(f"stego key in {out / KEY_FILE}: give it to whoever recovers, never with the shares")
 
 

@@ -83,3 +83,36 @@ def read_share(path: str | Path, key: bytes | None = None, bits: int = 1) -> Sha
     if key is None:
         raise StegoError(f"{path} is an image: give the stego key to extract its share")
     return Share.from_bytes(extract(read_cover(path), key, bits), str(path))
+
+
+THREAT_MODEL = (
+    "fewer than k share holders learn nothing about the image (information-theoretic); an "
+    "altered share is detected at recovery; the dealer who shares the image is trusted; the "
+    "stego key only hides that a cover carries a share"
+)
+
+
+def sharing_guarantee(k: int, n: int, what: str, carriers: list[dict] | None = None,
+                      removed: list[str] | None = None, step: str = ""):  # fmt: skip
+    """The input-privacy ledger entry for an image shared k-of-n (with its carriers' quality)."""
+    from veil.core.guarantees import Guarantee
+
+    carriers = carriers or []
+    numbers = {"k": k, "n": n}
+    if carriers:
+        numbers["min_psnr_db"] = min(c["psnr_db"] for c in carriers)
+    return Guarantee(
+        guarantee="input",
+        mechanism="Shamir sharing over GF(2^8)" + (" in LSB stego covers" if carriers else ""),
+        claim=f"{what}: any {k} of {n} holders recover it; {k - 1} or fewer learn nothing",
+        threat_model=THREAT_MODEL,
+        parameters={
+            "k": k,
+            "n": n,
+            "authentication": "HMAC-SHA256 per share, key shared k-of-n",
+            "dicom_removed": removed or [],
+        },  # fmt: skip
+        numbers=numbers,
+        evidence={"carriers": carriers},
+        step=step,
+    )
