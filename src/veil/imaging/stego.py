@@ -88,12 +88,11 @@ def embed(cover: np.ndarray, data: bytes, key: bytes, bits: int = 1) -> np.ndarr
     flat = cover.reshape(-1).copy()
     grid = flat[: flat.size // BLOCK * BLOCK].reshape(-1, BLOCK)  # a view into flat
     rows = _blocks(key, len(grid), -(-len(symbols) // BLOCK))
-    low = (1 << bits) - 1
-    chosen = grid[rows]
-    new_low = (chosen & low).reshape(-1)  # padding keeps the cover's own low bits
-    new_low[: len(symbols)] = symbols
-    keep = flat.dtype.type(np.iinfo(flat.dtype).max ^ low)
-    grid[rows] = (chosen & keep) | new_low.reshape(chosen.shape).astype(flat.dtype)
+    chosen = grid[rows]  # gather whole blocks; the tail of the last block stays untouched
+    values = chosen.reshape(-1)[: len(symbols)]
+    values &= flat.dtype.type(np.iinfo(flat.dtype).max ^ ((1 << bits) - 1))
+    values |= symbols.astype(flat.dtype, copy=False)
+    grid[rows] = chosen
     return flat.reshape(cover.shape)
 
 
