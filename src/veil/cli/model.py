@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Model files: show their header, evaluate them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model files: inspect, evaluate, seal for a recipient, sign and verify.",
+    no_args_is_help=True,
+)
 
 
 @app.command("info")
@@ -40,3 +43,84 @@ def evaluate(
         f"{path} on {name}/{split}: accuracy {metrics['accuracy']:.4f}, "
         f"loss {metrics['loss']:.4f}, n {metrics['n']}"
     )
+
+
+@app.command("keygen")
+def keygen(
+    stem: Path = typer.Argument(..., help="Writes STEM.key (private, 0600) and STEM.pub."),
+    kind: str = typer.Option("x25519", help="x25519 (to seal for) or ed25519 (to sign with)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
+) -> None:
+    """Make a key pair: X25519 for receiving sealed models, Ed25519 for signing them."""
+    from veil.protect.keys import generate
+
+    priv, pub = generate(stem, kind, force)
+    typer.echo(f"wrote {priv} (keep it secret) and {pub} (share it)")
+
+
+@app.command("seal")
+def seal(
+    path: Path = typer.Argument(..., help="A .veil model file."),
+    to: Path = typer.Option(..., "--to", help="Recipient's X25519 public key file (.pub)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Sealed file (default: PATH.sealed)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Encrypt a model for one recipient (AES-256-GCM, key wrapped with X25519).
+
+    Threat model: without the recipient's private key the sealed file reveals only its size;
+    a device that unseals holds the plain model in memory.
+    """
+    from veil.core.io import read_header
+    from veil.protect import seal_file
+
+    read_header(path)  # seal veil model files only: a clear error for anything else
+    target = seal_file(path, to, out or path.with_name(path.name + ".sealed"), force)
+    typer.echo(f"wrote {target}; only the holder of the private key for {to} can open it")
+
+
+@app.command("unseal")
+def unseal(
+    path: Path = typer.Argument(..., help="A sealed model file."),
+    key: Path = typer.Option(..., "--key", help="Your X25519 private key file (.key)."),
+    data: str = typer.Option(None, "--data", "-d", help="Evaluate on this data set too."),
+) -> None:
+    """Decrypt a sealed model in memory (never to disk), check it, show it, and evaluate it."""
+    from veil.core import data as data_mod
+    from veil.core.io import load_model_bytes
+    from veil.core.train import evaluate
+    from veil.protect import unseal_file
+
+    loaded = load_model_bytes(unseal_file(path, key), str(path))
+    typer.echo(
+        f"{path}: authentic; {loaded.spec.name} {tuple(loaded.spec.input_shape)} -> "
+        f"{loaded.spec.num_classes} classes"
+    )
+    if data:
+        metrics = evaluate(loaded.model, data_mod.load(data, "test"))
+        typer.echo(f"accuracy on {data}/test: {metrics['accuracy']:.4f}")
+
+
+@app.command("sign")
+def sign(
+    paths: list[Path] = typer.Argument(..., help="Model files to cover."),
+    key: Path = typer.Option(..., "--key", help="Your Ed25519 private key file (.key)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (e.g. model.sig.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Sign a manifest of the files' SHA-256 digests with Ed25519."""
+    from veil.protect import sign as sign_files
+
+    sign_files(paths, key, out, force)
+    typer.echo(f"wrote {out} covering {len(paths)} file(s)")
+
+
+@app.command("verify")
+def verify(
+    manifest: Path = typer.Argument(..., help="A signed manifest (.sig.json)."),
+    pub: Path = typer.Option(..., "--pub", help="The signer's Ed25519 public key (.pub)."),
+) -> None:
+    """Check a signed manifest and every file it covers; exit 2 on any mismatch."""
+    from veil.protect import verify as verify_files
+
+    names = verify_files(manifest, pub)
+    typer.echo(f"{manifest}: signature good; {len(names)} file(s) match: {', '.join(names)}")

@@ -85,22 +85,42 @@ def save_model(
     return atomic_write(path, blob)
 
 
+MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+
+
+def _metadata(head: bytes, name: str) -> dict:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian size, then JSON)."""
+    if len(head) < 8:
+        raise ModelFileError(f"{name} is not a veil model file: too short")
+    size = int.from_bytes(head[:8], "little")
+    if size > MAX_HEADER or len(head) < 8 + size:
+        raise ModelFileError(f"{name} is not a veil model file: not safetensors (bad header size)")
+    try:
+        doc = json.loads(head[8 : 8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{name} is not a veil model file: not safetensors ({e})") from e
+    meta = doc.get("__metadata__", {}) if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{name} is not a veil model file: malformed safetensors header")
+    return meta
+
+
 def read_header(path: str | Path) -> dict:
     """The JSON header of a veil model file, validated; tensors are not read."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{path} is not a veil model file: not safetensors ({e})") from e
-    return _parse_header(path, meta)
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            f.seek(0)
+            head = f.read(8 + min(size, MAX_HEADER))
+    except OSError as e:
+        raise ModelFileError(f"cannot read {path}: {e}") from e
+    return _parse_header(path, _metadata(head, str(path)))
 
 
-def _parse_header(path: Path, meta: dict) -> dict:
+def _parse_header(path, meta: dict) -> dict:
     if HEADER_KEY not in meta:
         raise ModelFileError(f"{path} is a safetensors file without a veil header")
     try:
@@ -117,27 +137,37 @@ def _parse_header(path: Path, meta: dict) -> dict:
     return header
 
 
-def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild the network a model file describes and load its weights, checking every shape."""
+def load_model_bytes(blob: bytes, name: str = "model", device: str = "cpu") -> LoadedModel:
+    """Rebuild a network from the bytes of a veil model file (e.g. just unsealed, in memory)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from veil.core.models import ModelSpec
 
-    header = read_header(path)
+    header = _parse_header(name, _metadata(blob, name))
     spec = ModelSpec.from_dict(header.get("model", {}))
     model = spec.build()
     try:
-        tensors = load_file(str(path), device=device)
+        tensors = load(blob)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{path}: weights cannot be read ({e})") from e
+        raise ModelFileError(f"{name}: weights cannot be read ({e})") from e
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
-        raise ModelFileError(f"{path}: weights do not fit {spec.name}: differing {diff}")
+        raise ModelFileError(f"{name}: weights do not fit {spec.name}: differing {diff}")
     model.load_state_dict(tensors, strict=True)
     return LoadedModel(model.to(device).eval(), spec, header["classes"], header["extra"])
+
+
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild the network a model file describes and load its weights, checking every shape."""
+    read_header(path)  # a clear error before reading a large foreign file
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"cannot read {path}: {e}") from e
+    return load_model_bytes(blob, str(path), device)
 
 
 def state_bytes(model: nn.Module) -> int:
