@@ -317,3 +317,28 @@ def test_image_share_recover_inspect(tmp_path, capsys):
         == 2
     )
     assert "lossless" in capsys.readouterr().err
+
+
+def test_model_seal_unseal_sign_verify(tmp_path, capsys):
+    model = tmp_path / "m.veil"
+    assert main(["-q", "train", "--data", "digits", "--epochs", "1", "-o", str(model)]) == 0
+    assert main(["model", "keygen", str(tmp_path / "alice")]) == 0
+    assert main(["model", "keygen", str(tmp_path / "alice")]) == 2  # never overwrites a key
+    assert main(["model", "seal", str(model), "--to", str(tmp_path / "alice.pub")]) == 0
+    sealed = tmp_path / "m.veil.sealed"
+    assert main(["model", "unseal", str(sealed), "--key", str(tmp_path / "alice.key")]) == 0
+    assert "authentic" in capsys.readouterr().out
+    blob = bytearray(sealed.read_bytes())
+    blob[-1] ^= 1
+    sealed.write_bytes(bytes(blob))
+    assert main(["model", "unseal", str(sealed), "--key", str(tmp_path / "alice.key")]) == 2
+    assert "tampered" in capsys.readouterr().err
+    assert main(["model", "keygen", str(tmp_path / "rel"), "--kind", "ed25519"]) == 0
+    sig = tmp_path / "m.sig.json"
+    assert (
+        main(["model", "sign", str(model), "--key", str(tmp_path / "rel.key"), "-o", str(sig)]) == 0
+    )
+    assert main(["model", "verify", str(sig), "--pub", str(tmp_path / "rel.pub")]) == 0
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert main(["model", "verify", str(sig), "--pub", str(tmp_path / "rel.pub")]) == 2
+    assert main(["model", "seal", str(sig), "--to", str(tmp_path / "alice.pub")]) == 2
