@@ -124,3 +124,58 @@ def verify(
 
     names = verify_files(manifest, pub)
     typer.echo(f"{manifest}: signature good; {len(names)} file(s) match: {', '.join(names)}")
+
+
+@app.command("scan")
+def scan(
+    path: Path = typer.Argument(..., help="APK/AAB/IPA/JAR/zip, folder, or file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    sarif: Path = typer.Option(None, help="Also write SARIF 2.1.0 here."),
+    fail_on: str = typer.Option(
+        "", help="Exit 1 on: unprotected, unsafe, key-beside (comma list)."
+    ),
+) -> None:
+    """Find models shipped in an app or folder: format, framework, protection, unsafe pickles."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from veil.core.errors import ConfigError
+    from veil.core.io import write_json
+    from veil.protect.scan import scan as run_scan
+    from veil.protect.scan import to_sarif, violations
+
+    policy = {p.strip() for p in fail_on.split(",") if p.strip()}
+    unknown = policy - {"unprotected", "unsafe", "key-beside"}
+    if unknown:
+        raise ConfigError(
+            f"unknown --fail-on {sorted(unknown)}; use unprotected, unsafe, key-beside"
+        )
+    report = run_scan(path)
+    if sarif:
+        write_json(sarif, to_sarif(report))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"models in {path}")
+        for col in ("path", "format", "protection", "entropy", "key beside"):
+            table.add_column(col, overflow="fold")
+        for m in report.models:
+            table.add_row(
+                m["path"],
+                m["format"],
+                m["protection"],
+                f"{m['entropy']:.2f}",
+                "yes" if m["key_beside"] else "-",
+            )
+        console = Console()
+        console.print(table)
+        for u in report.unsafe:
+            console.print(f"[red]unsafe[/] {u['path']}: {u['reason']}")
+        frameworks = sorted(set(report.frameworks))
+        console.print(f"frameworks: {', '.join(frameworks) or '-'}; skipped: {len(report.skipped)}")
+    broken = violations(report, policy)
+    if broken:
+        typer.echo(f"{len(broken)} finding(s) break --fail-on {fail_on}", err=True)
+        raise typer.Exit(1)
