@@ -20,14 +20,14 @@ import bz2
 import io
 import json
 import lzma
-import math
 import pickletools
 import stat
 import zipfile
 import zlib
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 MAX_DEPTH = 4
 MAX_RATIO = 200
@@ -115,9 +115,9 @@ def entropy(data: bytes) -> float:
     """Shannon entropy in bits per byte."""
     if not data:
         return 0.0
-    counts = Counter(data)
-    n = len(data)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    p = counts[counts > 0] / len(data)
+    return float(-(p * np.log2(p)).sum())
 
 
 def _decompresses(data: bytes) -> bool:
@@ -296,7 +296,7 @@ class Scanner:
             self._pickle(where, data)
         if lower.endswith((".h5", ".keras")) and b'"class_name": "Lambda"' in data:
             self.report.unsafe.append({"path": where, "reason": "Keras Lambda layer (runs code)"})
-        if any(h in data for h in KEY_HINTS) and lower.endswith((".dex", *NATIVE_SUFFIXES)):
+        if lower.endswith(".dex") and any(h in data for h in KEY_HINTS):
             self._package_hints[package] = True
         key_like = len(data) in (16, 24, 32) and entropy(data) > 3.5
         if key_like or lower.endswith((".key", ".aeskey")):
