@@ -141,6 +141,48 @@ def scanner_quality(quick: bool) -> dict:
     return out
 
 
+def watermark_run(quick: bool) -> dict:
+    """Watermark a model, fine-tune a copy on 10% of the data (no triggers), test both."""
+    import torch
+
+    from veil.core import data
+    from veil.core.train import evaluate, fit
+    from veil.protect.watermark import trigger_set, verify, with_triggers
+
+    name, arch, epochs = ("digits", "mlp", 25) if quick else ("mnist", "mnist-cnn", 2)
+    train, test = data.load(name, "train"), data.load(name, "test")
+    key = os.urandom(32)
+    torch.manual_seed(0)
+    net = models.build(arch, train.input_shape, 10)
+    fit(
+        net,
+        with_triggers(train, trigger_set(key, train.input_shape, 10)),
+        epochs=epochs,
+        lr=0.05,
+        quiet=True,
+    )
+    before = verify(net, key, train.input_shape, 10)
+    accuracy = evaluate(net, test)["accuracy"]
+    tenth = train.subset(
+        torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: len(train) // 10]
+    )
+    fit(net, tenth, epochs=5, lr=0.05, quiet=True)
+    after = verify(net, key, train.input_shape, 10)
+    clean = models.build(arch, train.input_shape, 10)
+    fit(clean, tenth, epochs=5, lr=0.05, quiet=True)
+    return {
+        "watermark_data": name,
+        "watermark_model": arch,
+        "watermarked_test_accuracy": accuracy,
+        "watermark_hits_before": before.hits,
+        "watermark_p_value_before": before.p_value,
+        "watermark_hits_after_finetune": after.hits,
+        "watermark_p_value_after_finetune": after.p_value,
+        "finetuned_test_accuracy": evaluate(net, test)["accuracy"],
+        "unmarked_model_p_value": verify(clean, key, train.input_shape, 10).p_value,
+    }
+
+
 def main() -> None:
     args = common.parser("protect", __doc__).parse_args()
     trials = 1000 if args.quick else 10_000
@@ -171,6 +213,7 @@ def main() -> None:
     quality = scanner_quality(args.quick)
     results = {
         **quality,
+        **watermark_run(args.quick),
         "scanner_precision": quality["model_precision"],
         "scanner_recall": quality["model_recall"],
         "model_bytes": len(blob),

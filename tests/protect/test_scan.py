@@ -44,7 +44,7 @@ def apk(tmp_path):
         "assets/classifier.model": zlib.compress(b"weights " * 20_000, 9) + os.urandom(9000),
         "assets/net.pkl": EVIL_PICKLE,
         "assets/resnet.pt": _torch_zip(),
-        "lib/arm64-v8a/libtensorflowlite_jni.so": b"\x7fELF...tensorflow lite runtime: TfLiteInterpreterCreate, tflite::...",
+        "lib/arm64-v8a/libtensorflowlite_jni.so": b"\x7fELF...tensorflow lite: tflite::Interpreter",
         "lib/arm64-v8a/libncnn.so": b"\x7fELF...ncnn...",
         "../../evil.tflite": tflite,
         "assets/bomb.bin": b"\0" * (8 << 20),

@@ -48,14 +48,16 @@ def evaluate(
 @app.command("keygen")
 def keygen(
     stem: Path = typer.Argument(..., help="Writes STEM.key (private, 0600) and STEM.pub."),
-    kind: str = typer.Option("x25519", help="x25519 (to seal for) or ed25519 (to sign with)."),
+    kind: str = typer.Option(
+        "x25519", help="x25519 (to seal for), ed25519 (to sign with), secret (watermark key)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
 ) -> None:
     """Make a key pair: X25519 for receiving sealed models, Ed25519 for signing them."""
     from veil.protect.keys import generate
 
     priv, pub = generate(stem, kind, force)
-    typer.echo(f"wrote {priv} (keep it secret) and {pub} (share it)")
+    typer.echo(f"wrote {priv} (keep it secret)" + (f" and {pub} (share it)" if pub else ""))
 
 
 @app.command("seal")
@@ -179,3 +181,74 @@ def scan(
     if broken:
         typer.echo(f"{len(broken)} finding(s) break --fail-on {fail_on}", err=True)
         raise typer.Exit(1)
+
+
+@app.command("watermark")
+def watermark(
+    data: str = typer.Option(..., "--data", "-d", help="Training data set."),
+    key: Path = typer.Option(
+        ..., "--key", help="Secret key file (veil model keygen --kind secret)."
+    ),
+    model: str = typer.Option("mnist-cnn", "--model", "-m", help="Network name."),
+    epochs: int = typer.Option(3, help="Training epochs."),
+    lr: float = typer.Option(0.05, help="Learning rate."),
+    triggers: int = typer.Option(100, help="Trigger inputs derived from the key."),
+    out: Path = typer.Option(Path("model.veil"), "--out", "-o", help="Model file to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+) -> None:
+    """Train a model that carries a secret ownership watermark (trigger set from KEY)."""
+    from veil.cli.train import check_outputs, save_outputs
+    from veil.core.train import fit, prepare, training_record
+    from veil.protect.keys import load
+    from veil.protect.watermark import ownership_guarantee, trigger_set, verify, with_triggers
+
+    secret = load(key, "secret", private=True)
+    ledger_path = check_outputs(out, None, force)
+    p = prepare(data, model)
+    marks = trigger_set(secret, p.train.input_shape, p.train.num_classes, triggers)
+    result = fit(p.model, with_triggers(p.train, marks), epochs=epochs, lr=lr, eval_data=p.test)
+    verdict = verify(p.model, secret, p.train.input_shape, p.train.num_classes, triggers)
+    record = training_record(
+        "watermark",
+        final=result.final,
+        curves=result.curves(),
+        details=p.details(result.seconds, result.device),
+    )
+    save_outputs(
+        out,
+        ledger_path,
+        p,
+        record,
+        f"watermarked {model} on {data}",
+        ownership_guarantee(verdict, triggers),
+    )
+    typer.echo(
+        f"test accuracy {result.final['accuracy']:.4f}; watermark {verdict.hits}/"
+        f"{verdict.n} triggers, p = {verdict.p_value:.2e}; wrote {out}"
+    )
+
+
+@app.command("verify-watermark")
+def verify_watermark(
+    path: Path = typer.Argument(..., help="A suspect .veil model file."),
+    key: Path = typer.Option(..., "--key", help="The owner's secret watermark key."),
+    triggers: int = typer.Option(100, help="Trigger inputs derived from the key."),
+) -> None:
+    """Test a suspect model for your watermark: hits on the trigger set and a p-value."""
+    from veil.core.io import load_model
+    from veil.protect.keys import load
+    from veil.protect.watermark import verify
+
+    loaded = load_model(path)
+    v = verify(
+        loaded.model,
+        load(key, "secret", private=True),
+        loaded.spec.input_shape,
+        loaded.spec.num_classes,
+        triggers,
+    )
+    verdict = "carries the watermark" if v.owned else "no evidence of the watermark"
+    typer.echo(
+        f"{path}: {v.hits}/{v.n} triggers as the key says (chance {v.chance:.3f} each), "
+        f"p = {v.p_value:.2e}: {verdict}"
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from veil.core.errors import VeilError, refuse_overwrite
 
-KINDS = ("x25519", "ed25519")
+KINDS = ("x25519", "ed25519", "secret")
 
 
 class KeyFileError(VeilError):
@@ -36,24 +36,35 @@ def _raw(key) -> bytes:
     return key.public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
 
 
-def generate(stem: str | Path, kind: str, force: bool = False) -> tuple[Path, Path]:
-    """Write ``STEM.key`` (private, mode 0600) and ``STEM.pub``; return their paths."""
-    private_cls, _ = _classes(kind)
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def generate(stem: str | Path, kind: str, force: bool = False) -> tuple[Path, Path | None]:
+    """Write ``STEM.key`` (private, mode 0600) and ``STEM.pub``; return their paths.
+
+    Kind ``secret`` is 32 random bytes (e.g. a watermark key) and has no public half.
+    """
     stem = Path(stem)
     priv_path, pub_path = stem.with_suffix(".key"), stem.with_suffix(".pub")
+    if kind == "secret":
+        refuse_overwrite(priv_path, force)
+        _write_private(priv_path, f"secret-private {os.urandom(32).hex()}\n")
+        return priv_path, None
+    private_cls, _ = _classes(kind)
     for p in (priv_path, pub_path):
         refuse_overwrite(p, force)
     key = private_cls.generate()
-    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{kind}-private {_raw(key).hex()}\n")
+    _write_private(priv_path, f"{kind}-private {_raw(key).hex()}\n")
     pub_path.write_text(f"{kind}-public {_raw(key.public_key()).hex()}\n")
     return priv_path, pub_path
 
 
 def load(path: str | Path, kind: str, private: bool):
-    """A key of ``kind`` from a file written by :func:`generate`."""
-    private_cls, public_cls = _classes(kind)
+    """A key of ``kind`` from a file written by :func:`generate` (bytes for ``secret``)."""
+    private_cls, public_cls = _classes(kind) if kind != "secret" else (None, None)
     want = f"{kind}-{'private' if private else 'public'}"
     try:
         label, hexkey = Path(path).read_text().split()
@@ -62,6 +73,8 @@ def load(path: str | Path, kind: str, private: bool):
         raise KeyFileError(f"cannot read key {path}: {e}") from e
     if label != want:
         raise KeyFileError(f"{path} holds a {label} key; this needs a {want} key")
+    if kind == "secret":
+        return raw
     try:
         cls = private_cls if private else public_cls
         return cls.from_private_bytes(raw) if private else cls.from_public_bytes(raw)
