@@ -14,10 +14,12 @@ tamper_trials, tamper_rejected_fraction (and per-finding figures, seal/unseal MB
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import common
@@ -104,6 +106,44 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float]:
     return tp / max(tp + fp, 1), tp / max(tp + fn, 1)
 
 
+def modelscan_compare(packages) -> dict | None:
+    """Run ProtectAI's modelscan (if installed: on PATH or $VEIL_MODELSCAN) on the same
+    packages; it looks for unsafe serialisation only, so only that finding is compared."""
+    import shutil
+    import subprocess
+
+    exe = os.environ.get("VEIL_MODELSCAN") or shutil.which("modelscan")
+    if not exe:
+        return None
+    tp = fp = fn = 0
+    start = time.perf_counter()
+    for path, _, unsafe in packages:
+        report = path.with_suffix(".modelscan.json")
+        subprocess.run(
+            [exe, "scan", "-p", str(path), "-r", "json", "-o", str(report)],
+            capture_output=True,
+            timeout=300,
+        )
+        doc = json.loads(report.read_text())
+        flagged = {i["source"].split(":", 1)[-1] for i in doc.get("issues", [])}
+        tp, fp, fn = (
+            tp + len(flagged & unsafe),
+            fp + len(flagged - unsafe),
+            fn + len(unsafe - flagged),
+        )
+    seconds = time.perf_counter() - start
+    precision, recall = _prf(tp, fp, fn)
+    total = sum(p.stat().st_size for p, _, _ in packages)
+    return {
+        "unsafe_precision": precision,
+        "unsafe_recall": recall,
+        "mb_s": total / 1e6 / seconds,
+        "version": subprocess.run(
+            [exe, "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+    }
+
+
 def scanner_quality(quick: bool) -> dict:
     from veil.protect.scan import scan
 
@@ -115,6 +155,7 @@ def scanner_quality(quick: bool) -> dict:
         seconds = statistics.median(
             common.timed(lambda: [scan(p) for p, _, _ in packages])[0] for _ in range(3)
         )
+        reference = modelscan_compare(packages)
     counts = {k: [0, 0, 0] for k in ("model", "protection", "unsafe")}
     for (_, truth, unsafe), report in zip(packages, reports, strict=True):
         found = {m["path"].rsplit("!/", 1)[-1]: m for m in report.models}
@@ -135,6 +176,7 @@ def scanner_quality(quick: bool) -> dict:
         "packages": len(packages),
         "package_mb": total / 1e6,
         "scanner_mb_s": total / 1e6 / seconds,
+        "modelscan": reference,
     }
     for key, (tp, fp, fn) in counts.items():
         out[f"{key}_precision"], out[f"{key}_recall"] = _prf(tp, fp, fn)
