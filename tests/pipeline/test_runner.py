@@ -70,3 +70,18 @@ def test_dp_train_step_puts_guarantee_in_ledger_and_report(tmp_path):
     assert ledger.status("training-data") == "claimed"
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Privacy/utility trade-off" in html and "epsilon curve" in html
+
+
+def test_audit_step_checks_a_dp_model_against_its_claim(tmp_path):
+    text = TINY.replace(
+        'kind = "train"', 'kind = "dp-train"\nepsilon = 2.0\nnoise_seed = 1\nlr = 0.2'
+    )
+    text = text.replace("limit = 400", "limit = 400\nbatch_size = 100")
+    text += '\n[[steps]]\nid = "audit"\nkind = "audit-membership"\nuses = "fit"\nshadows = 2\n'
+    text += "limit = 100\nepochs = 2\n"
+    ledger = pipeline.run(pipeline.parse(text), tmp_path / "out")
+    audit = [e for e in ledger.entries if e.guarantee == "audit"][0]
+    assert audit.tests == "training-data" and audit.numbers["epsilon"] <= 2.0
+    assert audit.evidence["dp_bound"]["epsilon"] == audit.numbers["epsilon"]
+    assert audit.status in ("supported", "violated")
+    assert "Membership inference ROC" in (tmp_path / "out" / "report.html").read_text()

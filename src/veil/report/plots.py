@@ -139,3 +139,37 @@ def privacy_utility(ledger: Ledger) -> list[Figure]:
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     return [to_figure(fig, "Privacy/utility trade-off: accuracy against ε")]
+
+
+@register_plot("audit")
+def membership_roc(ledger: Ledger) -> list[Figure]:
+    """ROC curves of membership attacks on log-log axes, with the DP bound when one is claimed."""
+    entries = [e for e in ledger.entries if e.guarantee == "audit" and e.evidence.get("roc")]
+    if not entries:
+        return []
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    grid = np.geomspace(1e-4, 1, 200)
+    ax.plot(grid, grid, ls=":", color="grey", label="chance")
+    for e in entries:
+        fpr, tpr = zip(*e.evidence["roc"], strict=True)
+        ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{e.mechanism} ({e.step})")
+        bound = e.evidence.get("dp_bound")
+        if bound:
+            ax.plot(
+                grid,
+                np.minimum(1, np.exp(bound["epsilon"]) * grid + bound["delta"]),
+                ls="--",
+                label=f"DP bound ε={bound['epsilon']:g}",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(1e-4, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return [to_figure(fig, "Membership inference ROC (log-log)")]

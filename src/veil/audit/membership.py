@@ -1,0 +1,307 @@
+"""Membership inference: how much a trained model gives away about who was in its training set.
+
+Attacks (score: higher means "member"):
+
+- ``threshold`` (Yeom et al. 2018): the model's loss on the example, with a threshold per
+  class (losses are centred on each class's median loss over the candidates).
+- ``lira`` (Carlini et al. 2022): reference models trained on random halves of the
+  candidates give, for every example, the distribution of the logit-scaled confidence
+  log(p/(1-p)) when it was IN their training set and when it was OUT; the score is the
+  likelihood ratio of the target model's confidence (``online``), or how far it sits above
+  the OUT distribution alone (``offline``, half the reference models' cost is not needed).
+
+Reported as the field does: ROC, AUC, TPR at 0.1% and 1% FPR, attacker advantage
+(max TPR - FPR), and the most exposed records (indices only). For a DP model the analytic
+bound TPR <= e^ε·FPR + δ is drawn beside the measured ROC.
+
+Threat model: the attacker queries the model (black box, confidences) and knows the data
+distribution and the training recipe (it trains reference models); that is what LiRA
+assumes, and what makes it the strongest practical test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.core.data import ArrayDataset
+from veil.core.errors import ConfigError
+from veil.core.progress import progress
+from veil.core.train import batches
+
+ATTACKS = ("threshold", "lira", "lira-offline")
+FPR_POINTS = (1e-3, 1e-2)
+
+
+@dataclass
+class MembershipResult:
+    """The attack's scores on members and non-members and the figures derived from them."""
+
+    attack: str
+    auc: float
+    tpr_at: dict[str, float]
+    advantage: float
+    roc: list[list[float]]
+    exposed: list[int]
+    n_members: int
+    n_nonmembers: int
+    details: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def logit_confidence(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -> np.ndarray:
+    """log(p_y / (1 - p_y)) for each example's true label y, computed stably from logits."""
+    model.eval()
+    out = []
+    for x, y in batches(dataset, batch_size):
+        logits = model(x).double()
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        others = logits.scatter(1, y[:, None], float("-inf")).logsumexp(1)
+        out.append((true - others).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def losses(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -> np.ndarray:
+    """Per-example cross-entropy loss."""
+    model.eval()
+    return np.concatenate(
+        [
+            nn.functional.cross_entropy(model(x), y, reduction="none").numpy()
+            for x, y in batches(dataset, batch_size)
+        ]
+    )
+
+
+def roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """False- and true-positive rates over all thresholds, and the area under the curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return fpr, tpr, float(roc_auc_score(labels, scores))
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """The best TPR among thresholds whose FPR is at most ``target``."""
+    ok = fpr <= target
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def _concat(a: ArrayDataset, b: ArrayDataset) -> ArrayDataset:
+    xa, ya = a.batch(torch.arange(len(a)))
+    xb, yb = b.batch(torch.arange(len(b)))
+    return ArrayDataset(
+        torch.cat([xa, xb]), torch.cat([ya, yb]), classes=a.classes, name=a.name, split="candidates"
+    )
+
+
+def threshold_scores(model: nn.Module, candidates: ArrayDataset) -> np.ndarray:
+    """Yeom et al.'s loss attack with per-class thresholds: minus the loss, centred per class."""
+    loss = losses(model, candidates)
+    labels = candidates.targets.numpy()
+    centred = loss.copy()
+    for c in np.unique(labels):
+        centred[labels == c] -= np.median(loss[labels == c])
+    return -centred
+
+
+def lira_scores(
+    model: nn.Module,
+    candidates: ArrayDataset,
+    train_fn: Callable[[ArrayDataset], nn.Module],
+    n_reference: int = 16,
+    online: bool = True,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> np.ndarray:
+    """LiRA scores for each candidate from ``n_reference`` models, each trained on a random half.
+
+    With fewer than 64 reference models the per-example variances are replaced by one
+    global variance per world (IN, OUT), as Carlini et al. advise: too few samples make
+    per-example variances noisy.
+    """
+    from scipy.stats import norm
+
+    if n_reference < 2:
+        raise ConfigError(f"LiRA needs at least 2 reference models, got {n_reference}")
+    n = len(candidates)
+    rng = np.random.default_rng(seed)
+    inside = np.zeros((n_reference, n), dtype=bool)
+    confidences = np.zeros((n_reference, n))
+    with progress("LiRA reference models", n_reference, quiet) as bar:
+        for r in range(n_reference):
+            # each candidate is IN exactly half the reference models (balanced, as in the paper)
+            inside[r] = rng.permutation(n) < n // 2
+            ref = train_fn(candidates.subset(np.flatnonzero(inside[r])))
+            confidences[r] = logit_confidence(ref, candidates)
+            bar.advance()
+    target = logit_confidence(model, candidates)
+    pooled = n_reference < 64
+    out_mean, out_std = _masked_stats(confidences, ~inside, pooled)
+    if not online:
+        return norm.logcdf(target, out_mean, out_std)  # higher: further above the OUT world
+    in_mean, in_std = _masked_stats(confidences, inside, pooled)
+    return norm.logpdf(target, in_mean, in_std) - norm.logpdf(target, out_mean, out_std)
+
+
+def _masked_stats(values: np.ndarray, mask: np.ndarray, pooled: bool):
+    """Per-example mean and standard deviation over the reference models in ``mask``."""
+    count = mask.sum(0).clip(min=1)
+    mean = (values * mask).sum(0) / count
+    sq = ((values - mean) ** 2) * mask
+    var = sq.sum() / mask.sum() if pooled else sq.sum(0) / count
+    return mean, np.sqrt(var) + 1e-3
+
+
+def evaluate_attack(
+    attack: str, scores: np.ndarray, labels: np.ndarray, top: int = 10, **details
+) -> MembershipResult:
+    """ROC, AUC, TPR at low FPR, advantage and most exposed members from raw scores."""
+    fpr, tpr, auc = roc(scores, labels)
+    keep = np.unique(np.concatenate([np.geomspace(1, len(fpr) - 1, 200).astype(int), [0]]))
+    members = np.flatnonzero(labels == 1)
+    exposed = members[np.argsort(-scores[members])][:top]
+    return MembershipResult(
+        attack=attack,
+        auc=auc,
+        tpr_at={f"{p:g}": tpr_at_fpr(fpr, tpr, p) for p in FPR_POINTS},
+        advantage=float((tpr - fpr).max()),
+        roc=[[float(fpr[i]), float(tpr[i])] for i in keep],
+        exposed=[int(i) for i in exposed],
+        n_members=int(labels.sum()),
+        n_nonmembers=int((labels == 0).sum()),
+        details=details,
+    )
+
+
+def membership(
+    model: nn.Module,
+    train_data: ArrayDataset,
+    holdout_data: ArrayDataset,
+    attack: str = "lira",
+    train_fn: Callable[[ArrayDataset], nn.Module] | None = None,
+    n_reference: int = 16,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> MembershipResult:
+    """Attack ``model``: members are ``train_data`` (what it was trained on), non-members
+    ``holdout_data`` (drawn from the same distribution, never trained on).
+
+    LiRA needs ``train_fn(dataset) -> trained model``, the model's own training recipe.
+    """
+    if attack not in ATTACKS:
+        raise ConfigError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
+    if len(train_data) == 0 or len(holdout_data) == 0:
+        raise ConfigError("membership inference needs members and non-members")
+    candidates = _concat(train_data, holdout_data)
+    labels = np.concatenate([np.ones(len(train_data)), np.zeros(len(holdout_data))]).astype(int)
+    if attack == "threshold":
+        scores = threshold_scores(model, candidates)
+        return evaluate_attack(attack, scores, labels)
+    if train_fn is None:
+        raise ConfigError("LiRA trains reference models: give train_fn (the training recipe)")
+    scores = lira_scores(model, candidates, train_fn, n_reference, attack == "lira", seed, quiet)
+    return evaluate_attack(attack, scores, labels, n_reference=n_reference)
+
+
+def dp_bound_holds(
+    result: MembershipResult, epsilon: float, delta: float, slack: float = 0.0
+) -> bool:
+    """Whether every ROC point satisfies TPR <= e^ε·FPR + δ (+ ``slack`` for sampling error)."""
+    return all(tpr <= np.exp(epsilon) * fpr + delta + slack for fpr, tpr in result.roc)
+
+
+def audit_guarantee(
+    result: MembershipResult, epsilon: float | None = None, delta: float = 1e-5, step: str = ""
+):
+    """The ledger entry: an audit of training-data privacy with the attack's figures.
+
+    With a claimed ε: ``supported`` if the ROC stays under e^ε·FPR + δ (with a sampling
+    slack of 3/sqrt(members)), else ``violated``. Without one: ``violated`` when the attack
+    clearly beats chance (TPR at 0.1% FPR above 1%, or AUC above 0.6), else ``supported``.
+    """
+    from veil.core.guarantees import Guarantee
+
+    tpr3 = result.tpr_at["0.001"]
+    if epsilon is not None:
+        ok = dp_bound_holds(result, epsilon, delta, slack=3 / np.sqrt(result.n_members))
+        claim = (
+            f"measured leakage stays under the ({epsilon:g}, {delta:g})-DP bound"
+            if ok
+            else (f"measured leakage exceeds the ({epsilon:g}, {delta:g})-DP bound")
+        )
+    else:
+        ok = tpr3 <= 0.01 and result.auc <= 0.6
+        claim = "no clear membership leakage found" if ok else "the model leaks membership"
+    return Guarantee(
+        guarantee="audit",
+        tests="training-data",
+        mechanism=f"membership inference ({result.attack})",
+        claim=f"{claim}: AUC {result.auc:.3f}, TPR {tpr3:.2%} at 0.1% FPR",
+        threat_model="black-box attacker with confidences, who knows the data distribution and "
+        "the training recipe (trains reference models)",
+        parameters={
+            "attack": result.attack,
+            "members": result.n_members,
+            "nonmembers": result.n_nonmembers,
+            **result.details,
+        },
+        numbers={
+            "auc": result.auc,
+            "tpr_at_0.1%_fpr": tpr3,
+            "tpr_at_1%_fpr": result.tpr_at["0.01"],
+            "advantage": result.advantage,
+            **({"epsilon": epsilon} if epsilon else {}),
+        },
+        evidence={
+            "roc": result.roc,
+            "most_exposed": result.exposed,
+            **({"dp_bound": {"epsilon": epsilon, "delta": delta}} if epsilon else {}),
+        },
+        status="supported" if ok else "violated",
+        step=step,
+    )
+
+
+def audit_saved_model(
+    path,
+    data: str | None = None,
+    attack: str = "lira",
+    n_reference: int = 16,
+    limit: int = 1000,
+    recipe: dict | None = None,
+    epsilon: float | None = None,
+    delta: float = 1e-5,
+    step: str = "",
+    quiet: bool | None = None,
+):
+    """Audit a veil model file: members from its data set's training split, non-members from
+    the test split (``limit`` of each), reference models by ``recipe`` (``fit`` keywords)."""
+    from veil.core import data as data_mod
+    from veil.core.errors import DataError
+    from veil.core.io import load_model
+    from veil.core.train import fit
+
+    loaded = load_model(path)
+    name = data or loaded.extra.get("data")
+    if not name:
+        raise DataError(f"{path} does not say which data it was trained on; pass the data set")
+    rng = np.random.default_rng(0)
+    train, test = data_mod.load(name, "train"), data_mod.load(name, "test")
+    members = train.subset(np.sort(rng.permutation(len(train))[:limit]))
+    nonmembers = test.subset(np.sort(rng.permutation(len(test))[:limit]))
+    settings = {"epochs": 10, "lr": 0.05, "batch_size": 64, **(recipe or {})}
+
+    def train_fn(ds):
+        net = loaded.spec.build()
+        fit(net, ds, quiet=True, **settings)
+        return net
+
+    result = membership(
+        loaded.model, members, nonmembers, attack, train_fn, n_reference, quiet=quiet
+    )
+    return result, audit_guarantee(result, epsilon, delta, step)
