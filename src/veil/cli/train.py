@@ -45,7 +45,7 @@ def save_outputs(out: Path, ledger_path: Path, prepared, record, title: str, gua
         prepared.model,
         prepared.spec,
         classes=list(prepared.train.classes),
-        extra={"data": prepared.train.name},
+        extra={"data": prepared.train.name, "train_subset": prepared.subset},
         force=True,
     )
     run_ledger = Ledger.start(title, command=" ".join(["veil", *sys.argv[1:]]))

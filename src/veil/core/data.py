@@ -609,6 +609,16 @@ def _by_key(keys, n, n_sites, rng) -> list[np.ndarray]:
     return [np.flatnonzero(owner[inverse] == s) for s in range(n_sites)]
 
 
+def sample_indices(n: int, k: int | None, seed: int = 0) -> np.ndarray:
+    """A seeded random ``k`` of ``range(n)`` (all when ``k`` is None), sorted: the one way
+    veil picks a subset, so that training (``limit``) and audits pick the same examples."""
+    if k is None or k >= n:
+        return np.arange(n)
+    if k < 1:
+        raise ConfigError(f"a subset needs at least 1 example, got {k}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
 def label_skew(labels, parts: Sequence[np.ndarray]) -> float:
     """Mean total-variation distance between each site's label distribution and the whole's."""
     labels = np.asarray(labels)

@@ -220,6 +220,7 @@ class Prepared:
     spec: object  # veil.core.models.ModelSpec
     train: ArrayDataset
     test: ArrayDataset
+    subset: dict = field(default_factory=dict)  # how the training examples were picked
 
     def details(self, seconds: float, device: str) -> dict:
         return {
@@ -252,13 +253,12 @@ def prepare(
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
         # a seeded random subset: files such as MNIST's are sorted by class, so no prefix
-        pick = np.random.default_rng(seed).permutation(len(train_ds))
-        train_ds = train_ds.subset(np.sort(pick[:limit]))
+        train_ds = train_ds.subset(data_mod.sample_indices(len(train_ds), limit, seed))
     spec = models.spec_of(
         model, train_ds.input_shape, train_ds.num_classes, **(model_options or {})
     )
     seed_everything(seed)  # the same seed gives the same initial weights
-    return Prepared(spec.build(), spec, train_ds, test_ds)
+    return Prepared(spec.build(), spec, train_ds, test_ds, {"limit": limit, "seed": seed})
 
 
 @dataclass
@@ -288,4 +288,4 @@ def train_named(
         data, model, model_options=model_options, limit=limit, seed=fit_options.get("seed", 0)
     )
     result = fit(p.model, p.train, eval_data=p.test, **fit_options)
-    return Trained(p.model, p.spec, p.train, p.test, result)
+    return Trained(p.model, p.spec, p.train, p.test, p.subset, result)

@@ -143,7 +143,7 @@ def save_trained(ctx: RunContext, cfg: TrainingFields, prepared, record) -> Arti
         prepared.model,
         prepared.spec,
         classes=list(prepared.train.classes),
-        extra={"data": cfg.data, "step": cfg.id},
+        extra={"data": cfg.data, "step": cfg.id, "train_subset": prepared.subset},
         force=True,
     )
     ctx.ledger.record(record)
@@ -177,7 +177,7 @@ def run_train(cfg: TrainConfig, ctx: RunContext) -> Artifact:
         seed=cfg.seed_in(ctx),
         quiet=ctx.quiet,
     )
-    trained = Trained(p.model, p.spec, p.train, p.test, result)
+    trained = Trained(p.model, p.spec, p.train, p.test, p.subset, result)
     return save_trained(ctx, cfg, trained, trained.record(cfg.id))
 
 
