@@ -25,25 +25,18 @@ from veil.core.train import fit
 
 
 def recipe(epsilon: float | None):
+    """The training recipe; every call draws fresh initial weights, sampling and noise (the
+    DP guarantee assumes the noise is secret: reusing a seed across runs would void it)."""
+    calls = iter(range(10**6))
+
     def train_fn(ds):
-        torch.manual_seed(len(ds))
+        torch.manual_seed(1000 + next(calls))
         net = models.build("mlp", ds.input_shape, 10, hidden=[256])
         if epsilon is None:
-            fit(net, ds, epochs=40, lr=0.05, batch_size=32, quiet=True)
-        else:
-            dp.train(
-                net,
-                ds,
-                epsilon=epsilon,
-                delta=1e-5,
-                epochs=20,
-                batch_size=200,
-                lr=0.5,
-                momentum=0.0,
-                clip=1.0,
-                noise_seed=len(ds),
-                quiet=True,
-            )
+            fit(net, ds, epochs=40, lr=0.05, batch_size=32, seed=next(calls), quiet=True)
+            return net
+        settings = dict(epochs=20, batch_size=200, lr=0.5, momentum=0.0, clip=1.0)
+        dp.train(net, ds, epsilon=epsilon, delta=1e-5, seed=next(calls), quiet=True, **settings)
         return net
 
     return train_fn
