@@ -30,15 +30,22 @@ def _format_number(value) -> str:
     return str(value)
 
 
+def _is_series(v) -> bool:
+    """A list of [x, y] points (a curve or ROC), which the report plots instead of printing."""
+    return (
+        isinstance(v, list)
+        and len(v) > 2
+        and all(isinstance(p, list | tuple) and len(p) == 2 for p in v[:20])
+    )
+
+
 def _rounded(value):
-    """Floats to 4 significant digits; ``*_curve`` series summarised (they are plotted)."""
+    """Floats to 4 significant digits; point series summarised (they are plotted)."""
     if isinstance(value, float):
         return float(f"{value:.4g}")
     if isinstance(value, dict):
         return {
-            k: f"{len(v)} points, plotted below"
-            if k.endswith("_curve") and isinstance(v, list)
-            else _rounded(v)
+            k: f"{len(v)} points, plotted below" if _is_series(v) else _rounded(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
