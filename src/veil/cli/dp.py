@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,6 +15,16 @@ app = typer.Typer(
     "records; the training code and its randomness are trusted and secret.",
     no_args_is_help=True,
 )
+
+
+# The planning options that `epsilon` and `calibrate` share.
+Rate = Annotated[float | None, typer.Option(help="Poisson sampling rate (batch size / n).")]
+Steps = Annotated[int | None, typer.Option(help="Number of steps.")]
+BatchSize = Annotated[int | None, typer.Option(help="Expected batch size (with --n).")]
+Size = Annotated[int | None, typer.Option(help="Training set size (with --batch-size).")]
+Epochs = Annotated[float | None, typer.Option(help="Epochs (instead of --steps).")]
+Delta = Annotated[float, typer.Option(help="δ.")]
+AccountantName = Annotated[str, typer.Option(help="pld (tight) or rdp (looser cross-check).")]
 
 
 def _rate_and_steps(q, steps, batch_size, n, epochs) -> tuple[float, int]:
@@ -35,13 +46,13 @@ def _rate_and_steps(q, steps, batch_size, n, epochs) -> tuple[float, int]:
 @app.command("epsilon")
 def epsilon(
     sigma: float = typer.Option(..., help="Noise multiplier (noise std / clip norm)."),
-    q: float = typer.Option(None, help="Poisson sampling rate (batch size / n)."),
-    steps: int = typer.Option(None, help="Number of steps."),
-    batch_size: int = typer.Option(None, help="Expected batch size (with --n)."),
-    n: int = typer.Option(None, help="Training set size (with --batch-size)."),
-    epochs: float = typer.Option(None, help="Epochs (instead of --steps)."),
-    delta: float = typer.Option(1e-5, help="δ."),
-    accountant: str = typer.Option("pld", help="pld (tight) or rdp (looser cross-check)."),
+    q: Rate = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    n: Size = None,
+    epochs: Epochs = None,
+    delta: Delta = 1e-5,
+    accountant: AccountantName = "pld",
 ) -> None:
     """ε of a DP-SGD run with noise multiplier SIGMA."""
     from veil.dp.accounting import epsilon as eps_of
@@ -57,13 +68,13 @@ def epsilon(
 @app.command("calibrate")
 def calibrate(
     epsilon: float = typer.Option(..., help="Target ε."),
-    q: float = typer.Option(None, help="Poisson sampling rate (batch size / n)."),
-    steps: int = typer.Option(None, help="Number of steps."),
-    batch_size: int = typer.Option(None, help="Expected batch size (with --n)."),
-    n: int = typer.Option(None, help="Training set size (with --batch-size)."),
-    epochs: float = typer.Option(None, help="Epochs (instead of --steps)."),
-    delta: float = typer.Option(1e-5, help="δ."),
-    accountant: str = typer.Option("pld", help="pld (tight) or rdp (looser cross-check)."),
+    q: Rate = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    n: Size = None,
+    epochs: Epochs = None,
+    delta: Delta = 1e-5,
+    accountant: AccountantName = "pld",
 ) -> None:
     """The smallest noise multiplier that keeps a DP-SGD run within EPSILON."""
     from veil.dp.accounting import calibrate_sigma
