@@ -6,9 +6,11 @@ MNIST, 1,000 members and 1,000 non-members (the rest of a 2,000-image pool), an 
 the DP targets), each trained on a random half of the pool. For DP targets the measured ROC
 is checked against the analytic bound TPR <= e^ε·FPR + δ.
 
+Then one-run DP audits (mislabelled canaries, Steinke et al. 2023) of the same recipes.
+
 Writes benchmarks/results/membership.json: nonprivate_lira_auc,
-nonprivate_lira_tpr_at_1e-3, nonprivate_threshold_tpr_at_1e-3, eps1_lira_tpr_at_1e-3
-(and the same figures for every run; the canary-based DP audit keys come with the audit).
+nonprivate_lira_tpr_at_1e-3, nonprivate_threshold_tpr_at_1e-3, eps1_lira_tpr_at_1e-3,
+audit_lower_bound_nonprivate, audit_lower_bound_eps1, audit_lower_bound_eps8.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import common
 from veil import dp
 from veil.audit import dp_bound_holds, membership
+from veil.audit.dp_audit import one_run_audit
 from veil.core import data, models
 from veil.core.train import fit
 
@@ -63,7 +66,22 @@ def main() -> None:
         results[f"{label}_seconds"] = round(time.perf_counter() - start, 1)
         if eps is not None:
             results[f"{label}_roc_under_dp_bound"] = dp_bound_holds(lira, eps, 1e-5)
+    results.update(dp_audits(args.quick))
     common.write_results("membership", results, args, "scikit-learn")
+
+
+def dp_audits(quick: bool) -> dict:
+    """One-run audits (Steinke et al. 2023): 5,000 MNIST images plus 1,000 mislabelled
+    canaries from the test split, half of them included; 200 guesses; 95% confidence."""
+    pool, base = data.load("mnist", "test"), data.load("mnist", "train")
+    base = base.subset(torch.randperm(len(base), generator=torch.Generator().manual_seed(3))[:5000])
+    m = 400 if quick else 1000
+    out = {"audit_canaries": m}
+    for label, eps in (("nonprivate", None), ("eps1", 1.0), ("eps8", 8.0)):
+        result = one_run_audit(recipe(eps), base, pool, canaries=m, guesses=m // 5)
+        out[f"audit_lower_bound_{label}"] = result.epsilon_lower_bound
+        out[f"audit_correct_{label}"] = f"{result.correct}/{result.guesses}"
+    return out
 
 
 if __name__ == "__main__":

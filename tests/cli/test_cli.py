@@ -55,7 +55,8 @@ def test_default_run_writes_both_files(tmp_path):
     assert ledger.status("training-data") in ("claimed", "supported", "violated")
     assert ledger.entries[0].numbers["epsilon"] <= 3.0
     audits = [e for e in ledger.entries if e.guarantee == "audit"]
-    assert len(audits) == 2 and "epsilon" in audits[1].numbers  # the DP model's is checked
+    assert len(audits) == 3 and "epsilon" in audits[1].numbers  # the DP model's is checked
+    assert audits[2].numbers["epsilon_lower_bound"] <= audits[2].numbers["epsilon"]
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
     assert "Training-data privacy" in proc.stdout
 

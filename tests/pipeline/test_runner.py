@@ -85,3 +85,14 @@ def test_audit_step_checks_a_dp_model_against_its_claim(tmp_path):
     assert audit.evidence["dp_bound"]["epsilon"] == audit.numbers["epsilon"]
     assert audit.status in ("supported", "violated")
     assert "Membership inference ROC" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_audit_dp_step_reruns_the_recipe_with_canaries(tmp_path):
+    text = TINY.replace('kind = "train"', 'kind = "dp-train"\nepsilon = 2.0\nlr = 0.2')
+    text = text.replace("limit = 400", "limit = 400\nbatch_size = 100")
+    text += '\n[[steps]]\nid = "dp-audit"\nkind = "audit-dp"\nuses = "fit"\ncanaries = 100\n'
+    ledger = pipeline.run(pipeline.parse(text), tmp_path / "out")
+    (audit,) = [e for e in ledger.entries if e.mechanism.startswith("DP audit")]
+    assert audit.numbers["epsilon"] <= 2.0
+    assert audit.numbers["epsilon_lower_bound"] <= audit.numbers["epsilon"]
+    assert audit.status == "supported" and "claimed ε" in audit.claim

@@ -55,3 +55,57 @@ def run_audit_membership(cfg: AuditMembershipConfig, ctx: RunContext) -> None:
         ctx.quiet,
     )
     ctx.ledger.add(entry)
+
+
+class AuditDPConfig(StepConfig):
+    """One-run DP audit of an earlier training step: retrain its recipe with canaries."""
+
+    kind: Literal["audit-dp"]
+    uses: str = ref("model")
+    canaries: int = Field(500, ge=20)
+    guesses: int | None = Field(None, ge=2)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
+@register_step("audit-dp", AuditDPConfig)
+def run_audit_dp(cfg: AuditDPConfig, ctx: RunContext) -> None:
+    from veil import dp
+    from veil.audit.dp_audit import dp_audit_guarantee, one_run_audit
+    from veil.core import data
+    from veil.core.train import fit, prepare
+
+    art = ctx.artifact(cfg.uses, "model")
+    trained = art.meta["config"]  # the audited step's own settings: its recipe
+    p = prepare(
+        trained["data"],
+        trained["model"],
+        model_options=trained["model_options"],
+        limit=trained["limit"],
+        seed=trained.get("seed") or ctx.seed,
+    )
+    settings = {k: trained[k] for k in ("epochs", "batch_size", "lr", "optimizer", "momentum")}
+
+    def recipe(ds):
+        net = p.spec.build()
+        if trained["kind"] == "dp-train":
+            keys = set(dp.DPConfig.__dataclass_fields__) - {"seed", "noise_seed", *settings}
+            dp.train(net, ds, quiet=True, **settings, **{k: trained[k] for k in keys})
+        else:
+            fit(net, ds, quiet=True, **{**settings, "epochs": int(settings["epochs"])})
+        return net
+
+    pool = data.load(trained["data"], "test")
+    claims = [e for e in ctx.ledger.entries if e.step == cfg.uses and "epsilon" in e.numbers]
+    epsilon = claims[0].numbers["epsilon"] if claims else None
+    delta = claims[0].numbers.get("delta", 1e-5) if claims else 1e-5
+    result = one_run_audit(
+        recipe,
+        p.train,
+        pool,
+        min(cfg.canaries, len(pool)),
+        cfg.guesses,
+        delta,
+        cfg.confidence,
+        ctx.seed,
+    )
+    ctx.ledger.add(dp_audit_guarantee(result, epsilon, cfg.id))

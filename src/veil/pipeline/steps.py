@@ -147,7 +147,8 @@ def save_trained(ctx: RunContext, cfg: TrainingFields, prepared, record) -> Arti
         force=True,
     )
     ctx.ledger.record(record)
-    return Artifact("model", path, {"data": cfg.data, "spec": prepared.spec.to_dict()})
+    meta = {"data": cfg.data, "spec": prepared.spec.to_dict(), "config": cfg.model_dump()}
+    return Artifact("model", path, meta)
 
 
 class TrainConfig(TrainingFields):
