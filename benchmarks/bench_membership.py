@@ -58,6 +58,9 @@ def main() -> None:
         target = train_fn(members)
         lira = membership(target, members, nonmembers, "lira", train_fn, shadows, quiet=True)
         thr = membership(target, members, nonmembers, "threshold")
+        shadow = membership(target, members, nonmembers, "shadow", train_fn, shadows, quiet=True)
+        results[f"{label}_shadow_auc"] = shadow.auc
+        results[f"{label}_shadow_tpr_at_1e-3"] = shadow.tpr_at["0.001"]
         results[f"{label}_lira_auc"] = lira.auc
         results[f"{label}_lira_tpr_at_1e-3"] = lira.tpr_at["0.001"]
         results[f"{label}_lira_tpr_at_1e-2"] = lira.tpr_at["0.01"]

@@ -34,7 +34,11 @@ def test_lira_beats_chance_and_the_threshold_attack(overfit):
         target, members, nonmembers, "lira", train_fn=_train, n_reference=8, quiet=True
     )
     threshold = membership(target, members, nonmembers, "threshold")
+    shadow = membership(
+        target, members, nonmembers, "shadow", train_fn=_train, n_reference=4, quiet=True
+    )
     assert lira.auc > 0.6 and lira.auc >= threshold.auc - 0.02
+    assert shadow.auc > 0.52  # weaker than LiRA, but above chance
     assert lira.n_members == 300 and len(lira.exposed) == 10
     assert all(0 <= i < 300 for i in lira.exposed)  # indices of members only
     assert lira.advantage > 0.1

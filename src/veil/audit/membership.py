@@ -4,6 +4,9 @@ Attacks (score: higher means "member"):
 
 - ``threshold`` (Yeom et al. 2018): the model's loss on the example, with a threshold per
   class (losses are centred on each class's median loss over the candidates).
+- ``shadow`` (Shokri et al. 2017): shadow models trained like the target give examples of
+  outputs on members and non-members; an attack classifier per class learns to tell them
+  apart from the output (true-label and top-3 log-probabilities).
 - ``lira`` (Carlini et al. 2022): reference models trained on random halves of the
   candidates give, for every example, the distribution of the logit-scaled confidence
   log(p/(1-p)) when it was IN their training set and when it was OUT; the score is the
@@ -33,7 +36,7 @@ from veil.core.errors import ConfigError
 from veil.core.progress import progress
 from veil.core.train import batches
 
-ATTACKS = ("threshold", "lira", "lira-offline")
+ATTACKS = ("threshold", "lira", "lira-offline", "shadow")
 FPR_POINTS = (1e-3, 1e-2)
 
 
@@ -53,16 +56,24 @@ class MembershipResult:
 
 
 @torch.no_grad()
-def logit_confidence(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -> np.ndarray:
-    """log(p_y / (1 - p_y)) for each example's true label y, computed stably from logits."""
+def logits_of(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -> np.ndarray:
+    """The model's logits on every example, as float64."""
     model.eval()
-    out = []
-    for x, y in batches(dataset, batch_size):
-        logits = model(x).double()
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        others = logits.scatter(1, y[:, None], float("-inf")).logsumexp(1)
-        out.append((true - others).numpy())
-    return np.concatenate(out)
+    return np.concatenate([model(x).double().numpy() for x, _ in batches(dataset, batch_size)])
+
+
+def confidence_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log(p_y / (1 - p_y)) for each row's true label y, computed stably from logits."""
+    t = torch.as_tensor(logits)
+    y = torch.as_tensor(labels)[:, None]
+    true = t.gather(1, y).squeeze(1)
+    others = t.scatter(1, y, float("-inf")).logsumexp(1)
+    return (true - others).numpy()
+
+
+def logit_confidence(model: nn.Module, dataset: ArrayDataset) -> np.ndarray:
+    """log(p_y / (1 - p_y)) for each example's true label y."""
+    return confidence_from_logits(logits_of(model, dataset), dataset.targets.numpy())
 
 
 @torch.no_grad()
@@ -109,16 +120,38 @@ def threshold_scores(model: nn.Module, candidates: ArrayDataset) -> np.ndarray:
     return -centred
 
 
+def reference_logits(
+    candidates: ArrayDataset,
+    train_fn: Callable[[ArrayDataset], nn.Module],
+    n_reference: int,
+    seed: int = 0,
+    quiet: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``n_reference`` models, each on a random half of the candidates; return which
+    candidates each saw (R, N) and its logits on all of them (R, N, C)."""
+    if n_reference < 2:
+        raise ConfigError(f"attacks need at least 2 reference models, got {n_reference}")
+    n = len(candidates)
+    rng = np.random.default_rng(seed)
+    inside = np.zeros((n_reference, n), dtype=bool)
+    logits = []
+    with progress("reference models", n_reference, quiet) as bar:
+        for r in range(n_reference):
+            inside[r] = rng.permutation(n) < n // 2
+            logits.append(
+                logits_of(train_fn(candidates.subset(np.flatnonzero(inside[r]))), candidates)
+            )
+            bar.advance()
+    return inside, np.stack(logits)
+
+
 def lira_scores(
     model: nn.Module,
     candidates: ArrayDataset,
-    train_fn: Callable[[ArrayDataset], nn.Module],
-    n_reference: int = 16,
+    references: tuple[np.ndarray, np.ndarray],
     online: bool = True,
-    seed: int = 0,
-    quiet: bool | None = None,
 ) -> np.ndarray:
-    """LiRA scores for each candidate from ``n_reference`` models, each trained on a random half.
+    """LiRA scores from reference models (see :func:`reference_logits`).
 
     With fewer than 64 reference models the per-example variances are replaced by one
     global variance per world (IN, OUT), as Carlini et al. advise: too few samples make
@@ -126,26 +159,47 @@ def lira_scores(
     """
     from scipy.stats import norm
 
-    if n_reference < 2:
-        raise ConfigError(f"LiRA needs at least 2 reference models, got {n_reference}")
-    n = len(candidates)
-    rng = np.random.default_rng(seed)
-    inside = np.zeros((n_reference, n), dtype=bool)
-    confidences = np.zeros((n_reference, n))
-    with progress("LiRA reference models", n_reference, quiet) as bar:
-        for r in range(n_reference):
-            # each candidate is IN exactly half the reference models (balanced, as in the paper)
-            inside[r] = rng.permutation(n) < n // 2
-            ref = train_fn(candidates.subset(np.flatnonzero(inside[r])))
-            confidences[r] = logit_confidence(ref, candidates)
-            bar.advance()
+    inside, logits = references
+    labels = candidates.targets.numpy()
+    confidences = np.stack([confidence_from_logits(lg, labels) for lg in logits])
     target = logit_confidence(model, candidates)
-    pooled = n_reference < 64
+    pooled = len(inside) < 64
     out_mean, out_std = _masked_stats(confidences, ~inside, pooled)
     if not online:
         return norm.logcdf(target, out_mean, out_std)  # higher: further above the OUT world
     in_mean, in_std = _masked_stats(confidences, inside, pooled)
     return norm.logpdf(target, in_mean, in_std) - norm.logpdf(target, out_mean, out_std)
+
+
+def _shadow_features(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per example: log-probability of the true label and the three largest log-probabilities."""
+    logp = torch.log_softmax(torch.as_tensor(logits), 1)
+    true = logp.gather(1, torch.as_tensor(labels)[:, None])
+    top = logp.topk(min(3, logp.shape[1]), 1).values
+    return torch.cat([true, top], 1).numpy()
+
+
+def shadow_scores(
+    model: nn.Module, candidates: ArrayDataset, references: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Shokri et al. (2017): one attack classifier per class, trained on shadow models'
+    outputs for examples they did and did not train on, applied to the target's outputs."""
+    from sklearn.linear_model import LogisticRegression
+
+    inside, logits = references
+    labels = candidates.targets.numpy()
+    feats = np.concatenate([_shadow_features(lg, labels) for lg in logits])
+    member = inside.reshape(-1)
+    shadow_labels = np.tile(labels, len(logits))
+    target = _shadow_features(logits_of(model, candidates), labels)
+    scores = np.zeros(len(candidates))
+    for c in np.unique(labels):
+        rows, here = shadow_labels == c, labels == c
+        if len(np.unique(member[rows])) < 2:
+            continue
+        clf = LogisticRegression(max_iter=1000).fit(feats[rows], member[rows])
+        scores[here] = clf.decision_function(target[here])
+    return scores
 
 
 def _masked_stats(values: np.ndarray, mask: np.ndarray, pooled: bool):
@@ -203,8 +257,12 @@ def membership(
         scores = threshold_scores(model, candidates)
         return evaluate_attack(attack, scores, labels)
     if train_fn is None:
-        raise ConfigError("LiRA trains reference models: give train_fn (the training recipe)")
-    scores = lira_scores(model, candidates, train_fn, n_reference, attack == "lira", seed, quiet)
+        raise ConfigError(f"{attack} trains reference models: give train_fn (the recipe)")
+    refs = reference_logits(candidates, train_fn, n_reference, seed, quiet)
+    if attack == "shadow":
+        scores = shadow_scores(model, candidates, refs)
+    else:
+        scores = lira_scores(model, candidates, refs, online=attack == "lira")
     return evaluate_attack(attack, scores, labels, n_reference=n_reference)
 
 

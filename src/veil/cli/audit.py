@@ -13,7 +13,7 @@ app = typer.Typer(help="Audits: membership inference against a model file.", no_
 def membership(
     model: Path = typer.Argument(..., help="A .veil model file."),
     data: str = typer.Option(None, "--data", "-d", help="Its training data set (default: header)."),
-    attack: str = typer.Option("lira", help="lira, lira-offline or threshold."),
+    attack: str = typer.Option("lira", help="lira, lira-offline, shadow or threshold."),
     shadows: int = typer.Option(16, help="LiRA reference models."),
     limit: int = typer.Option(1000, help="Members and non-members drawn from each split."),
     epochs: int = typer.Option(10, help="Reference models' training epochs (the recipe)."),

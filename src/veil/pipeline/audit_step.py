@@ -19,7 +19,7 @@ class AuditMembershipConfig(StepConfig):
 
     kind: Literal["audit-membership"]
     uses: str = ref("model")
-    attack: Literal["lira", "lira-offline", "threshold"] = "lira"
+    attack: Literal["lira", "lira-offline", "shadow", "threshold"] = "lira"
     shadows: int = Field(16, ge=2, le=256)
     limit: int = Field(1000, ge=10)
     epochs: int = Field(10, ge=1)
