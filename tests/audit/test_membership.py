@@ -80,3 +80,15 @@ def test_bad_requests(overfit):
         membership(target, members, nonmembers, "shadow-magic")
     with pytest.raises(ConfigError, match="train_fn"):
         membership(target, members, nonmembers, "lira")
+
+
+def test_augmentation_queries(overfit):
+    target, members, nonmembers = overfit
+    result = membership(
+        target, members, nonmembers, "lira", train_fn=_train, n_reference=4, quiet=True, augment=2
+    )
+    assert result.details["augment"] == 2 and 0.0 <= result.auc <= 1.0
+    from veil.audit.membership import shifted_queries
+
+    queries = shifted_queries(members, 2)
+    assert len(queries) == 3 and torch.equal(queries[1].data, torch.roll(members.data, 1, 2))

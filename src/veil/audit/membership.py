@@ -62,6 +62,21 @@ def logits_of(model: nn.Module, dataset: ArrayDataset, batch_size: int = 1024) -
     return np.concatenate([model(x).double().numpy() for x, _ in batches(dataset, batch_size)])
 
 
+def shifted_queries(dataset: ArrayDataset, augment: int) -> list[ArrayDataset]:
+    """The data set and up to ``augment`` copies shifted by one pixel (images only): LiRA's
+    augmentation queries, which average out the noise of a single query."""
+    out = [dataset]
+    if augment <= 0 or len(dataset.input_shape) != 3:
+        return out
+    x, y = dataset.batch(torch.arange(len(dataset)))
+    for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)][:augment]:
+        moved = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+        out.append(
+            ArrayDataset(moved, y, classes=dataset.classes, name=dataset.name, split=dataset.split)
+        )
+    return out
+
+
 def confidence_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """log(p_y / (1 - p_y)) for each row's true label y, computed stably from logits."""
     t = torch.as_tensor(logits)
@@ -126,9 +141,11 @@ def reference_logits(
     n_reference: int,
     seed: int = 0,
     quiet: bool | None = None,
+    augment: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``n_reference`` models, each on a random half of the candidates; return which
-    candidates each saw (R, N) and its logits on all of them (R, N, C)."""
+    candidates each saw (R, N) and its logits on them (R, Q, N, C) for Q queries (the
+    candidates and ``augment`` shifted copies)."""
     if n_reference < 2:
         raise ConfigError(f"attacks need at least 2 reference models, got {n_reference}")
     n = len(candidates)
@@ -138,9 +155,9 @@ def reference_logits(
     with progress("reference models", n_reference, quiet) as bar:
         for r in range(n_reference):
             inside[r] = rng.permutation(n) < n // 2
-            logits.append(
-                logits_of(train_fn(candidates.subset(np.flatnonzero(inside[r]))), candidates)
-            )
+            ref = train_fn(candidates.subset(np.flatnonzero(inside[r])))
+            queries = shifted_queries(candidates, augment)
+            logits.append(np.stack([logits_of(ref, q) for q in queries]))
             bar.advance()
     return inside, np.stack(logits)
 
@@ -161,8 +178,15 @@ def lira_scores(
 
     inside, logits = references
     labels = candidates.targets.numpy()
-    confidences = np.stack([confidence_from_logits(lg, labels) for lg in logits])
-    target = logit_confidence(model, candidates)
+    queries = shifted_queries(candidates, logits.shape[1] - 1)
+    # one confidence per model: the mean over the queries
+    confidences = np.stack(
+        [
+            np.mean([confidence_from_logits(q, labels) for q in per_model], axis=0)
+            for per_model in logits
+        ]
+    )
+    target = np.mean([logit_confidence(model, q) for q in queries], axis=0)
     pooled = len(inside) < 64
     out_mean, out_std = _masked_stats(confidences, ~inside, pooled)
     if not online:
@@ -188,7 +212,7 @@ def shadow_scores(
 
     inside, logits = references
     labels = candidates.targets.numpy()
-    feats = np.concatenate([_shadow_features(lg, labels) for lg in logits])
+    feats = np.concatenate([_shadow_features(lg[0], labels) for lg in logits])
     member = inside.reshape(-1)
     shadow_labels = np.tile(labels, len(logits))
     target = _shadow_features(logits_of(model, candidates), labels)
@@ -241,11 +265,13 @@ def membership(
     n_reference: int = 16,
     seed: int = 0,
     quiet: bool | None = None,
+    augment: int = 0,
 ) -> MembershipResult:
     """Attack ``model``: members are ``train_data`` (what it was trained on), non-members
     ``holdout_data`` (drawn from the same distribution, never trained on).
 
-    LiRA needs ``train_fn(dataset) -> trained model``, the model's own training recipe.
+    LiRA needs ``train_fn(dataset) -> trained model``, the model's own training recipe;
+    ``augment`` adds that many one-pixel-shifted queries per example (images).
     """
     if attack not in ATTACKS:
         raise ConfigError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
@@ -258,12 +284,12 @@ def membership(
         return evaluate_attack(attack, scores, labels)
     if train_fn is None:
         raise ConfigError(f"{attack} trains reference models: give train_fn (the recipe)")
-    refs = reference_logits(candidates, train_fn, n_reference, seed, quiet)
+    refs = reference_logits(candidates, train_fn, n_reference, seed, quiet, augment)
     if attack == "shadow":
         scores = shadow_scores(model, candidates, refs)
     else:
         scores = lira_scores(model, candidates, refs, online=attack == "lira")
-    return evaluate_attack(attack, scores, labels, n_reference=n_reference)
+    return evaluate_attack(attack, scores, labels, n_reference=n_reference, augment=augment)
 
 
 def _clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
@@ -357,6 +383,7 @@ def audit_saved_model(
     delta: float = 1e-5,
     step: str = "",
     quiet: bool | None = None,
+    augment: int = 0,
 ):
     """Audit a veil model file: members from the examples it was trained on (its header says
     which), non-members from the test split (``limit`` of each), reference models trained
@@ -384,6 +411,13 @@ def audit_saved_model(
         return net
 
     result = membership(
-        loaded.model, members, nonmembers, attack, train_fn, n_reference, quiet=quiet
+        loaded.model,
+        members,
+        nonmembers,
+        attack,
+        train_fn,
+        n_reference,
+        quiet=quiet,
+        augment=augment,
     )
     return result, audit_guarantee(result, epsilon, delta, step)

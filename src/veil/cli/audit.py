@@ -19,6 +19,7 @@ def membership(
     epochs: int = typer.Option(10, help="Reference models' training epochs (the recipe)."),
     lr: float = typer.Option(0.05, help="Reference models' learning rate."),
     batch_size: int = typer.Option(64, help="Reference models' batch size."),
+    augment: int = typer.Option(0, help="LiRA: shifted queries per example (images, 0-8)."),
     epsilon: float = typer.Option(None, help="Claimed ε to check the ROC against."),
     delta: float = typer.Option(1e-5, help="Claimed δ."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.audit.json)."),
@@ -33,7 +34,9 @@ def membership(
     out = ledger or model.with_suffix(".audit.json")
     refuse_overwrite(out, force)
     recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
-    result, entry = audit_saved_model(model, data, attack, shadows, limit, recipe, epsilon, delta)
+    result, entry = audit_saved_model(
+        model, data, attack, shadows, limit, recipe, epsilon, delta, augment=augment
+    )
     run = Ledger.start(f"membership audit of {model.name}", command="veil audit membership")
     run.add(entry)
     run.finish(status="ok")

@@ -26,6 +26,7 @@ class AuditMembershipConfig(StepConfig):
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
+    augment: int = Field(0, ge=0, le=8)
 
 
 @register_step("audit-membership", AuditMembershipConfig)
@@ -53,6 +54,7 @@ def run_audit_membership(cfg: AuditMembershipConfig, ctx: RunContext) -> None:
         delta,
         cfg.id,
         ctx.quiet,
+        cfg.augment,
     )
     ctx.ledger.add(entry)
 
