@@ -18,10 +18,11 @@ import statistics
 import numpy as np
 
 import common
+from veil.core.metrics import psnr, ssim
 from veil.imaging import gf256
 from veil.imaging.images import hide_share, recover_image, share_image
 from veil.imaging.shamir import Share
-from veil.imaging.stego import extract, psnr, ssim
+from veil.imaging.stego import extract
 
 KEY = b"\x01" * 32
 

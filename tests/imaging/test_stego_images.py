@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from veil.core.metrics import psnr, ssim
 from veil.imaging.images import (
     hide_share,
     read_image,
@@ -15,7 +16,7 @@ from veil.imaging.images import (
     write_image,
 )
 from veil.imaging.shamir import ShareError
-from veil.imaging.stego import StegoError, capacity, embed, extract, psnr, read_cover, ssim
+from veil.imaging.stego import StegoError, capacity, embed, extract, read_cover
 
 KEY = b"k" * 32
 

@@ -37,9 +37,10 @@ def share(
     from veil.core.errors import refuse_overwrite
     from veil.core.guarantees import Ledger
     from veil.core.io import atomic_write
+    from veil.core.metrics import psnr, ssim
     from veil.imaging.dicom import is_dicom, share_dicom
     from veil.imaging.images import hide_share, read_image, share_image, sharing_guarantee
-    from veil.imaging.stego import StegoError, psnr, read_cover, ssim, write_png
+    from veil.imaging.stego import StegoError, read_cover, write_png
 
     removed: list[str] = []
     if is_dicom(image):

@@ -1,0 +1,25 @@
+"""PSNR and SSIM match their definitions on known values."""
+
+import math
+
+import numpy as np
+
+from veil.core.metrics import psnr, ssim
+
+
+def test_psnr_known_values():
+    a = np.zeros((8, 8), dtype=np.uint8)
+    assert math.isclose(psnr(a, a + 1), 10 * math.log10(255**2), rel_tol=1e-12)  # MSE = 1
+    assert psnr(a, a) == float("inf")
+    f = np.zeros((4, 4), dtype=np.float32)
+    assert math.isclose(psnr(f, f + 0.1), 20.0, rel_tol=1e-5)  # float images: peak 1
+
+
+def test_ssim_properties():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    assert math.isclose(ssim(img, img), 1.0, rel_tol=1e-12)
+    noisy = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    noisier = np.clip(img + rng.normal(0, 60, img.shape), 0, 255).astype(np.uint8)
+    assert 1 > ssim(img, noisy) > ssim(img, noisier)
+    assert math.isclose(ssim(img, noisy), ssim(noisy, img), rel_tol=1e-12)
