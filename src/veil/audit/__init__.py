@@ -1,6 +1,9 @@
-"""Audits of what breaks veil's guarantees: membership inference (more to come).
+"""Audits of what breaks veil's guarantees.
 
-``veil.audit.membership(model, train_data, holdout_data, attack="lira", train_fn=...)``.
+- :mod:`veil.audit.membership`: membership inference (threshold, shadow, LiRA) and the
+  DP-bound check; ``veil.audit.membership(model, train_data, holdout_data, attack="lira")``.
+- :mod:`veil.audit.dp_audit`: one-run empirical DP audit (an ε lower bound from canaries).
+- :mod:`veil.audit.reconstruction`: gradient inversion of shared updates (first slice).
 """
 
 from veil.audit.membership import (
