@@ -90,7 +90,7 @@ def run_audit_dp(cfg: AuditDPConfig, ctx: RunContext) -> None:
     def recipe(ds):
         net = p.spec.build()
         if trained["kind"] == "dp-train":
-            keys = set(dp.DPConfig.__dataclass_fields__) - {"seed", "noise_seed", *settings}
+            keys = set(dp.DPConfig.__dataclass_fields__) - {"seed", *settings}
             dp.train(net, ds, quiet=True, **settings, **{k: trained[k] for k in keys})
         else:
             fit(net, ds, quiet=True, **{**settings, "epochs": int(settings["epochs"])})
