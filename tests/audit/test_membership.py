@@ -92,3 +92,16 @@ def test_augmentation_queries(overfit):
 
     queries = shifted_queries(members, 2)
     assert len(queries) == 3 and torch.equal(queries[1].data, torch.roll(members.data, 1, 2))
+
+
+def test_parallel_reference_models(overfit):
+    from veil.audit.membership import _concat, reference_logits
+
+    _, members, nonmembers = overfit
+    candidates = _concat(members, nonmembers)
+    threads = torch.get_num_threads()
+    one = reference_logits(candidates, _train, 2, seed=5, quiet=True)
+    two = reference_logits(candidates, _train, 2, seed=5, quiet=True, workers=2)
+    assert torch.get_num_threads() == threads  # restored
+    assert (one[0] == two[0]).all() and two[1].shape == one[1].shape == (2, 1, 600, 10)
+    assert np.isfinite(two[1]).all()

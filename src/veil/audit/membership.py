@@ -142,23 +142,47 @@ def reference_logits(
     seed: int = 0,
     quiet: bool | None = None,
     augment: int = 0,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``n_reference`` models, each on a random half of the candidates; return which
     candidates each saw (R, N) and its logits on them (R, Q, N, C) for Q queries (the
-    candidates and ``augment`` shifted copies)."""
+    candidates and ``augment`` shifted copies).
+
+    ``workers`` > 1 trains that many models at once in threads (torch releases the GIL),
+    each on one core: worth it where memory allows several models and there are more cores
+    than one model's training keeps busy. Which examples each model sees does not depend on
+    it; initial weights may then differ from a one-worker run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     if n_reference < 2:
         raise ConfigError(f"attacks need at least 2 reference models, got {n_reference}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     n = len(candidates)
     rng = np.random.default_rng(seed)
-    inside = np.zeros((n_reference, n), dtype=bool)
-    logits = []
+    inside = np.stack([rng.permutation(n) < n // 2 for _ in range(n_reference)])
+    queries = shifted_queries(candidates, augment)
+
+    def one(r: int) -> np.ndarray:
+        ref = train_fn(candidates.subset(np.flatnonzero(inside[r])))
+        return np.stack([logits_of(ref, q) for q in queries])
+
+    threads = torch.get_num_threads()
     with progress("reference models", n_reference, quiet) as bar:
-        for r in range(n_reference):
-            inside[r] = rng.permutation(n) < n // 2
-            ref = train_fn(candidates.subset(np.flatnonzero(inside[r])))
-            queries = shifted_queries(candidates, augment)
-            logits.append(np.stack([logits_of(ref, q) for q in queries]))
-            bar.advance()
+        if workers == 1:
+            logits = []
+            for r in range(n_reference):
+                logits.append(one(r))
+                bar.advance()
+        else:
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    logits = list(pool.map(one, range(n_reference)))
+            finally:
+                torch.set_num_threads(threads)
+            bar.advance(n_reference)
     return inside, np.stack(logits)
 
 
@@ -266,12 +290,14 @@ def membership(
     seed: int = 0,
     quiet: bool | None = None,
     augment: int = 0,
+    workers: int = 1,
 ) -> MembershipResult:
     """Attack ``model``: members are ``train_data`` (what it was trained on), non-members
     ``holdout_data`` (drawn from the same distribution, never trained on).
 
     LiRA needs ``train_fn(dataset) -> trained model``, the model's own training recipe;
-    ``augment`` adds that many one-pixel-shifted queries per example (images).
+    ``augment`` adds that many one-pixel-shifted queries per example (images); ``workers``
+    trains reference models in parallel (see :func:`reference_logits`).
     """
     if attack not in ATTACKS:
         raise ConfigError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
@@ -284,7 +310,7 @@ def membership(
         return evaluate_attack(attack, scores, labels)
     if train_fn is None:
         raise ConfigError(f"{attack} trains reference models: give train_fn (the recipe)")
-    refs = reference_logits(candidates, train_fn, n_reference, seed, quiet, augment)
+    refs = reference_logits(candidates, train_fn, n_reference, seed, quiet, augment, workers)
     if attack == "shadow":
         scores = shadow_scores(model, candidates, refs)
     else:
@@ -384,6 +410,7 @@ def audit_saved_model(
     step: str = "",
     quiet: bool | None = None,
     augment: int = 0,
+    workers: int = 1,
 ):
     """Audit a veil model file: members from the examples it was trained on (its header says
     which), non-members from the test split (``limit`` of each), reference models trained
@@ -419,5 +446,6 @@ def audit_saved_model(
         n_reference,
         quiet=quiet,
         augment=augment,
+        workers=workers,
     )
     return result, audit_guarantee(result, epsilon, delta, step)

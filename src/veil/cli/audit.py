@@ -20,6 +20,7 @@ def membership(
     lr: float = typer.Option(0.05, help="Reference models' learning rate."),
     batch_size: int = typer.Option(64, help="Reference models' batch size."),
     augment: int = typer.Option(0, help="LiRA: shifted queries per example (images, 0-8)."),
+    workers: int = typer.Option(1, help="Reference models trained at once (memory allowing)."),
     epsilon: float = typer.Option(None, help="Claimed ε to check the ROC against."),
     delta: float = typer.Option(1e-5, help="Claimed δ."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.audit.json)."),
@@ -35,7 +36,16 @@ def membership(
     refuse_overwrite(out, force)
     recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
     result, entry = audit_saved_model(
-        model, data, attack, shadows, limit, recipe, epsilon, delta, augment=augment
+        model,
+        data,
+        attack,
+        shadows,
+        limit,
+        recipe,
+        epsilon,
+        delta,
+        augment=augment,
+        workers=workers,
     )
     run = Ledger.start(f"membership audit of {model.name}", command="veil audit membership")
     run.add(entry)

@@ -27,6 +27,7 @@ class AuditMembershipConfig(StepConfig):
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     augment: int = Field(0, ge=0, le=8)
+    workers: int = Field(1, ge=1, le=64)
 
 
 @register_step("audit-membership", AuditMembershipConfig)
@@ -55,6 +56,7 @@ def run_audit_membership(cfg: AuditMembershipConfig, ctx: RunContext) -> None:
         cfg.id,
         ctx.quiet,
         cfg.augment,
+        cfg.workers,
     )
     ctx.ledger.add(entry)
 
