@@ -17,7 +17,7 @@ import struct
 import tarfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,7 @@ class DataStatus:
 class _Entry:
     info: DatasetInfo
     load: Callable[[str, Path], ArrayDataset]
-    locate: Callable[[Path], str | None] = field(default=lambda root: "bundled")
+    locate: Callable[[Path], str | None]
 
 
 _REGISTRY: dict[str, _Entry] = {}

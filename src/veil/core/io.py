@@ -170,11 +170,6 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     return load_model_bytes(blob, str(path), device)
 
 
-def state_bytes(model: nn.Module) -> int:
-    """Size of the model's weights in bytes."""
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
 def tensors_equal(a: nn.Module, b: nn.Module) -> bool:
     """Whether two networks hold exactly the same weights."""
     import torch

@@ -67,6 +67,12 @@ def make_optimizer(
     raise ConfigError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
+def history_curves(history: list[dict]) -> dict[str, list[float]]:
+    """Per-epoch rows ({"epoch": 1, "train_loss": ...}) as one list per metric, for plots."""
+    keys = [k for k in (history[0] if history else {}) if k != "epoch"]
+    return {k: [float(h[k]) for h in history] for k in keys}
+
+
 @dataclass
 class TrainResult:
     """Per-epoch history (losses, accuracies, seconds) and the final evaluation."""
@@ -78,8 +84,7 @@ class TrainResult:
 
     def curves(self) -> dict[str, list[float]]:
         """History as one list per metric, for plots."""
-        keys = [k for k in (self.history[0] if self.history else {}) if k != "epoch"]
-        return {k: [float(h[k]) for h in self.history] for k in keys}
+        return history_curves(self.history)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -142,22 +142,21 @@ class Accountant:
     def epsilon(self, delta: float) -> float:
         """The smallest ε this accountant can certify at ``delta`` for all events so far."""
         _check_delta(delta)
-        events = [e for e in self.events if e.count > 0]
-        if not events:
-            return 0.0
-        if self.kind == "pld":
-            return float(self._composed_pld(events, self.interval).get_epsilon_for_delta(delta))
-        return float(self._rdp(events).get_epsilon(delta))
+        return self._ask("get_epsilon_for_delta", "get_epsilon", delta)
 
     def delta(self, epsilon: float) -> float:
         """The δ this accountant certifies at ``epsilon``."""
         _positive("epsilon", epsilon)
+        return self._ask("get_delta_for_epsilon", "get_delta", epsilon)
+
+    def _ask(self, pld_method: str, rdp_method: str, value: float) -> float:
+        """Compose the events once and ask the composed PLD or RDP accountant."""
         events = [e for e in self.events if e.count > 0]
         if not events:
             return 0.0
         if self.kind == "pld":
-            return float(self._composed_pld(events, self.interval).get_delta_for_epsilon(epsilon))
-        return float(self._rdp(events).get_delta(epsilon))
+            return float(getattr(self._composed_pld(events, self.interval), pld_method)(value))
+        return float(getattr(self._rdp(events), rdp_method)(value))
 
     @staticmethod
     def _composed_pld(events, interval):

@@ -29,6 +29,7 @@ from veil.core.guarantees import Guarantee
 from veil.core.progress import progress
 from veil.core.train import (
     evaluate,
+    history_curves,
     make_optimizer,
     pick_device,
     seed_everything,
@@ -117,8 +118,7 @@ class DPResult:
     seconds: float = 0.0
 
     def curves(self) -> dict[str, list[float]]:
-        keys = [k for k in (self.history[0] if self.history else {}) if k != "epoch"]
-        return {k: [float(h[k]) for h in self.history] for k in keys}
+        return history_curves(self.history)
 
 
 def _noise_generator(seed: int | None, device) -> tuple[torch.Generator, str]:

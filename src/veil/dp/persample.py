@@ -133,7 +133,20 @@ class Engine(ABC):
         """Clipped per-sample gradients of (x, y) summed; rows with mask 0 count for nothing."""
 
 
-class VmapEngine(Engine):
+class MaterialisingEngine(Engine):
+    """An engine that computes every per-sample gradient, then clips and sums them."""
+
+    @abstractmethod
+    def per_sample(self, x, y) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-sample gradients, one (B, *shape) tensor per parameter, and the logits."""
+
+    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
+        per_sample, logits = self.per_sample(x, y)
+        sums, norms = _sum_from_samples(per_sample, self.clip, self.per_layer, mask)
+        return ClippedSum(sums, norms, *_loss_stats(logits, y, mask))
+
+
+class VmapEngine(MaterialisingEngine):
     """Per-sample gradients with ``torch.func.vmap(grad(...))``; works for most models.
 
     ``compile=True`` runs the vmapped gradient through ``torch.compile`` with static shapes:
@@ -166,13 +179,8 @@ class VmapEngine(Engine):
         grads, logits = self._fn(params, buffers, x, y)
         return list(grads), logits
 
-    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
-        per_sample, logits = self.per_sample(x, y)
-        sums, norms = _sum_from_samples(per_sample, self.clip, self.per_layer, mask)
-        return ClippedSum(sums, norms, *_loss_stats(logits, y, mask))
 
-
-class OpacusEngine(Engine):
+class OpacusEngine(MaterialisingEngine):
     """Per-sample gradients from Opacus' GradSampleModule (hooks); clipping and sums are ours."""
 
     name = "opacus"
@@ -197,11 +205,6 @@ class OpacusEngine(Engine):
         for p in self.params:
             p.grad_sample, p.grad = None, None
         return grads, logits
-
-    def clipped_sum(self, x, y, mask=None) -> ClippedSum:
-        per_sample, logits = self.per_sample(x, y)
-        sums, norms = _sum_from_samples(per_sample, self.clip, self.per_layer, mask)
-        return ClippedSum(sums, norms, *_loss_stats(logits, y, mask))
 
 
 class UnsupportedLayer(ModelError):

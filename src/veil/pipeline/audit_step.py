@@ -14,6 +14,14 @@ from veil.pipeline.scenario import StepConfig, ref
 from veil.pipeline.steps import RunContext, register_step
 
 
+def claimed_budget(ctx: RunContext, step: str) -> tuple[float | None, float]:
+    """The (ε, δ) that ``step`` claimed in the ledger, or (None, 1e-5) if it claimed none."""
+    for e in ctx.ledger.entries:
+        if e.step == step and e.guarantee != "audit" and "epsilon" in e.numbers:
+            return e.numbers["epsilon"], e.numbers.get("delta", 1e-5)
+    return None, 1e-5
+
+
 class AuditMembershipConfig(StepConfig):
     """Membership inference against a model produced earlier in the scenario."""
 
@@ -35,9 +43,7 @@ def run_audit_membership(cfg: AuditMembershipConfig, ctx: RunContext) -> None:
     from veil.audit.membership import audit_saved_model
 
     art = ctx.artifact(cfg.uses, "model")
-    claims = [e for e in ctx.ledger.entries if e.step == cfg.uses and "epsilon" in e.numbers]
-    epsilon = claims[0].numbers["epsilon"] if claims else None
-    delta = claims[0].numbers.get("delta", 1e-5) if claims else 1e-5
+    epsilon, delta = claimed_budget(ctx, cfg.uses)
     recipe = {
         "epochs": cfg.epochs,
         "lr": cfg.lr,
@@ -99,9 +105,7 @@ def run_audit_dp(cfg: AuditDPConfig, ctx: RunContext) -> None:
         return net
 
     pool = data.load(trained["data"], "test")
-    claims = [e for e in ctx.ledger.entries if e.step == cfg.uses and "epsilon" in e.numbers]
-    epsilon = claims[0].numbers["epsilon"] if claims else None
-    delta = claims[0].numbers.get("delta", 1e-5) if claims else 1e-5
+    epsilon, delta = claimed_budget(ctx, cfg.uses)
     result = one_run_audit(
         recipe,
         p.train,

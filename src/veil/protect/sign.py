@@ -14,8 +14,6 @@ from pathlib import Path
 from veil.core.errors import VeilError, refuse_overwrite
 from veil.protect import keys
 
-SUFFIX = ".sig.json"
-
 
 class SignatureError(VeilError):
     """A manifest that does not verify, or files that do not match it."""
