@@ -109,3 +109,11 @@ def test_cli_scan_json_sarif_and_policy(apk, tmp_path, capsys):
     assert main(["model", "scan", str(apk), "--sarif", str(sarif), "--fail-on", "unsafe"]) == 1
     assert json.loads(sarif.read_text())["version"] == "2.1.0"
     assert main(["model", "scan", str(apk), "--fail-on", "bogus"]) == 2
+
+
+def test_pickles_inside_pytorch_zips_go_through_the_bomb_guard(tmp_path):
+    bomb = _zip({"archive/data.pkl": b"\x80\x02" + b"\0" * (16 << 20), "archive/version": b"3"})
+    (tmp_path / "m.pt").write_bytes(bomb)
+    report = scan(tmp_path / "m.pt")
+    assert report.models[0]["format"] == "pytorch"
+    assert any("zip bomb" in s["reason"] for s in report.skipped)

@@ -236,6 +236,15 @@ def _unsafe_imports(data: bytes) -> list[str]:
     return bad
 
 
+def _zip_model_format(names: list[str]) -> str | None:
+    """Zip-based model formats, told by their member names."""
+    if any(n.endswith("data.pkl") for n in names):
+        return "torchscript" if any("/code/" in n for n in names) else "pytorch"
+    if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+        return "keras"
+    return None
+
+
 class Scanner:
     """One scan: walks files and archives, fills a :class:`Report`."""
 
@@ -278,13 +287,7 @@ class Scanner:
         if lower.endswith(NATIVE_SUFFIXES) or "/frameworks/" in lower:
             self._native(data, package)
         if data[:4] == b"PK\x03\x04":
-            fmt = self._zip_model(data)
-            if fmt:
-                self._model(where, data, fmt, package)
-            elif depth >= MAX_DEPTH:
-                self._skip(where, f"archive nested deeper than {MAX_DEPTH}")
-            else:
-                self._archive(where, data, depth + 1, package)
+            self._zip(where, data, depth, package)
             return
         fmt = detect_format(data, name)
         suffix = Path(lower).suffix
@@ -302,48 +305,51 @@ class Scanner:
         if key_like or lower.endswith((".key", ".aeskey")):
             self._package_hints[package] = True
 
-    def _zip_model(self, data: bytes) -> str | None:
-        try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except (zipfile.BadZipFile, ValueError, OSError):
-            return None
-        if any(n.endswith("data.pkl") for n in names):
-            return "torchscript" if any("/code/" in n for n in names) else "pytorch"
-        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
-            return "keras"
-        return None
-
-    def _archive(self, where: str, data: bytes, depth: int, package: str) -> None:
+    def _zip(self, where: str, data: bytes, depth: int, package: str) -> None:
+        """A zip is a model (PyTorch, TorchScript, Keras) or an archive to walk; read once."""
         try:
             zf = zipfile.ZipFile(io.BytesIO(data))
             infos = zf.infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as e:
             self._skip(where, f"damaged archive: {e}")
             return
-        for info in infos:
-            inner = f"{where}!/{info.filename}"
-            if info.is_dir():
-                continue
-            if info.filename.startswith(("/", "\\")) or ".." in Path(info.filename).parts:
-                self._skip(inner, "path traversal name: not read")
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                self._skip(inner, "symbolic link in archive: not followed")
-                continue
-            ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size > MAX_MEMBER or ratio > MAX_RATIO:
-                self._skip(inner, f"zip bomb guard: {info.file_size} bytes, ratio {ratio:.0f}")
-                continue
-            if self._total + info.file_size > MAX_TOTAL:
-                self._skip(inner, "total size cap reached")
-                continue
+        fmt = _zip_model_format([i.filename for i in infos])
+        if fmt:
+            self._model(where, data, fmt, package)
+            for info in infos:  # the pickles inside PyTorch files, through the same guards
+                if info.filename.endswith(".pkl"):
+                    content = self._member(zf, info, where)
+                    if content is not None:
+                        self._pickle(f"{where}!/{info.filename}", content)
+        elif depth >= MAX_DEPTH:
+            self._skip(where, f"archive nested deeper than {MAX_DEPTH}")
+        else:
+            for info in infos:
+                content = None if info.is_dir() else self._member(zf, info, where)
+                if content is not None:
+                    self._blob(f"{where}!/{info.filename}", content, depth + 1, package)
+
+    def _member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes | None:
+        """A member's bytes, or None (with a skip finding) if reading it could hurt."""
+        inner = f"{where}!/{info.filename}"
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.filename.startswith(("/", "\\")) or ".." in Path(info.filename).parts:
+            self._skip(inner, "path traversal name: not read")
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            self._skip(inner, "symbolic link in archive: not followed")
+        elif info.file_size > MAX_MEMBER or ratio > MAX_RATIO:
+            self._skip(inner, f"zip bomb guard: {info.file_size} bytes, ratio {ratio:.0f}")
+        elif self._total + info.file_size > MAX_TOTAL:
+            self._skip(inner, "total size cap reached")
+        else:
             try:
                 content = zf.read(info)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as e:
                 self._skip(inner, f"unreadable member: {e}")
-                continue
+                return None
             self._total += len(content)
-            self._blob(inner, content, depth, package)
+            return content
+        return None
 
     def _native(self, data: bytes, package: str) -> None:
         low = data.lower()
@@ -375,14 +381,6 @@ class Scanner:
                 "package": package,
             }
         )
-        if fmt == "pytorch" or fmt == "torchscript":
-            try:
-                zf = zipfile.ZipFile(io.BytesIO(data))
-                for n in zf.namelist():
-                    if n.endswith(".pkl"):
-                        self._pickle(f"{where}!/{n}", zf.read(n))
-            except (zipfile.BadZipFile, OSError, ValueError):
-                pass
 
     def _pickle(self, where: str, data: bytes) -> None:
         bad = _unsafe_imports(data)
