@@ -176,3 +176,33 @@ def tensors_equal(a: nn.Module, b: nn.Module) -> bool:
 
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def save_arrays(path: str | Path, arrays: dict, meta: dict, kind: str) -> Path:
+    """Write NumPy ``arrays`` and a JSON ``meta`` (tagged ``kind``) as one safetensors file,
+    atomically: the form of every checkpoint veil writes (nothing pickled)."""
+    from safetensors.numpy import save
+
+    header = json.dumps({"format": kind, **meta}, allow_nan=False)
+    return atomic_write(path, save(arrays, metadata={HEADER_KEY: header}))
+
+
+def load_arrays(path: str | Path, kind: str) -> tuple[dict, dict]:
+    """The arrays and JSON meta of a file written by :func:`save_arrays` as ``kind``."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"cannot read {path}: {e}") from e
+    meta = _metadata(raw[: 8 + MAX_HEADER], str(path))
+    try:
+        header = json.loads(meta.get(HEADER_KEY, "{}"))
+        arrays = load(raw)
+    except (json.JSONDecodeError, SafetensorError) as e:
+        raise ModelFileError(f"{path} is not a {kind} file: {e}") from e
+    if not isinstance(header, dict) or header.get("format") != kind:
+        raise ModelFileError(f"{path} is not a {kind} file")
+    return arrays, header

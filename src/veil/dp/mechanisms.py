@@ -156,13 +156,14 @@ def sparse_vector(
     rng = make_rng(seed, secure)
     noisy_threshold = threshold + rng.laplace(0.0, sensitivity / eps1)
     query_scale = (1 if monotonic else 2) * c * sensitivity / eps2
-    above, answered = [], 0
-    for i, q in enumerate(queries):
-        answered += 1
-        if float(q) + rng.laplace(0.0, query_scale) >= noisy_threshold:
-            above.append(i)
-            if len(above) >= c:
-                break
+    # Vectorised: noise for every query at once, then halt at the c-th answer above. Noise
+    # drawn for queries after the halt is never looked at, so this is the sequential SVT.
+    values = np.asarray(queries, dtype=np.float64).reshape(-1)
+    hits = np.flatnonzero(
+        values + rng.laplace(0.0, query_scale, size=values.shape) >= noisy_threshold
+    )[:c]
+    above = hits.tolist()
+    answered = int(hits[-1]) + 1 if len(above) >= c else len(values)
     return SparseVectorResult(
         above,
         answered,

@@ -1,0 +1,141 @@
+"""A collaborative-learning participant: a private local model, a private data shard.
+
+The participant overwrites its local copies of the coordinates it downloads, trains on its own
+data (plain SGD, or DP-SGD through :mod:`veil.dp` for record-level privacy), and returns the
+change Δw of its flat parameter vector. What it shares of Δw is the algorithm's business
+(:mod:`veil.collab.dssgd`, :mod:`veil.collab.fedavg`). Its whole state (weights and both
+random generators) saves and loads, so a run resumes exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from veil.core.data import ArrayDataset
+from veil.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a participant trains between exchanges.
+
+    ``epochs`` local passes over its shard (fractions allowed), mini-batches of ``batch_size``,
+    plain SGD at ``lr`` (no momentum, so nothing but the weights carries over). With
+    ``dp_sigma`` set, DP-SGD instead (Poisson sampling, clip ``dp_clip``, noise multiplier σ).
+    """
+
+    lr: float = 0.1
+    batch_size: int = 32
+    epochs: float = 1.0
+    dp_sigma: float | None = None
+    dp_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs <= 0:
+            raise ConfigError("local lr, batch size and epochs must be positive")
+        if self.dp_sigma is not None and (self.dp_sigma <= 0 or self.dp_clip <= 0):
+            raise ConfigError("local DP-SGD needs sigma > 0 and clip > 0")
+
+    def steps(self, n: int) -> int:
+        """Mini-batch steps per exchange on a shard of ``n`` examples."""
+        return max(1, round(self.epochs * n / self.batch_size))
+
+
+def flat(model: nn.Module) -> np.ndarray:
+    """The model's parameters as one float32 vector (the coordinates DSSGD talks about)."""
+    with torch.no_grad():
+        return parameters_to_vector(model.parameters()).detach().cpu().numpy().astype(np.float32)
+
+
+def set_flat(model: nn.Module, vector: np.ndarray) -> None:
+    """Load a flat vector back into the model's parameters."""
+    with torch.no_grad():
+        vector_to_parameters(torch.from_numpy(np.ascontiguousarray(vector)), model.parameters())
+
+
+class Participant:
+    """Participant ``pid`` with its own model, data shard and seeded generators."""
+
+    def __init__(
+        self, pid: int, model: nn.Module, data: ArrayDataset, local: LocalTraining, seed: int
+    ):
+        if len(data) == 0:
+            raise ConfigError(f"participant {pid} has no training data")
+        self.pid, self.model, self.data, self.local = pid, model, data, local
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.steps_taken = 0  # local SGD steps so far (for record-level accounting)
+
+    def receive(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Overwrite the local copies of the downloaded coordinates."""
+        vector = flat(self.model)
+        vector[indices] = values
+        set_flat(self.model, vector)
+
+    def train(self) -> np.ndarray:
+        """Train locally once; return Δw, the change of the flat parameters."""
+        before = flat(self.model)
+        if self.local.dp_sigma is None:
+            self._sgd()
+        else:
+            self._dp_sgd()
+        return flat(self.model) - before
+
+    def _sgd(self) -> None:
+        model, n = self.model.train(), len(self.data)
+        opt = torch.optim.SGD(model.parameters(), lr=self.local.lr)
+        steps, order, pos = self.local.steps(n), torch.randperm(n, generator=self.generator), 0
+        for _ in range(steps):
+            if pos >= n:
+                order, pos = torch.randperm(n, generator=self.generator), 0
+            x, y = self.data.batch(order[pos : pos + self.local.batch_size])
+            pos += self.local.batch_size
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        self.steps_taken += steps
+
+    def _dp_sgd(self) -> None:
+        from veil import dp
+
+        n = len(self.data)
+        cfg = dp.DPConfig(
+            epsilon=None,
+            sigma=self.local.dp_sigma,
+            clip=self.local.dp_clip,
+            epochs=self.local.epochs,
+            batch_size=min(self.local.batch_size, n),
+            lr=self.local.lr,
+            momentum=0.0,
+            delta=min(1e-5, 0.5 / n),
+            noise_seed=int(self.rng.integers(2**62)),
+            seed=int(self.rng.integers(2**31)),
+        )
+        dp.train(self.model, self.data, cfg, device="cpu", quiet=True)
+        self.steps_taken += cfg.plan(n)[1]
+
+    def dp_sampling_rate(self) -> float:
+        """Poisson rate q of this participant's DP-SGD steps."""
+        return min(self.local.batch_size, len(self.data)) / len(self.data)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays and JSON facts that restore this participant exactly."""
+        arrays = {
+            f"p{self.pid}.weights": flat(self.model),
+            f"p{self.pid}.torch_rng": self.generator.get_state().numpy(),
+        }
+        meta = {"rng": self.rng.bit_generator.state, "steps": self.steps_taken}
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        set_flat(self.model, arrays[f"p{self.pid}.weights"])
+        self.generator.set_state(torch.from_numpy(arrays[f"p{self.pid}.torch_rng"].copy()))
+        self.rng.bit_generator.state = meta["rng"]
+        self.steps_taken = int(meta["steps"])
