@@ -11,7 +11,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import audit, data, dp, image, model, report, run, train
+from veil.cli import audit, collab, data, dp, image, model, report, run, train
 
 app = typer.Typer(
     name="veil",
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
 app.add_typer(dp.app, name="dp")
+app.add_typer(collab.app, name="collab")
 app.add_typer(image.app, name="image")
 app.add_typer(audit.app, name="audit")
 app.command("train")(train.train)

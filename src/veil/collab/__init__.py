@@ -20,7 +20,7 @@ Example::
 from veil.collab.dssgd import DSSGDConfig
 from veil.collab.fedavg import FedAvgConfig
 from veil.collab.participant import LocalTraining, Participant
-from veil.collab.runner import CollabConfig, CollabResult, baselines, run
+from veil.collab.runner import CollabConfig, CollabResult, baselines, run, train
 from veil.collab.server import ParameterServer
 from veil.collab.updates import SparseUpdate, UpdateRejected
 
@@ -36,4 +36,5 @@ __all__ = [
     "UpdateRejected",
     "baselines",
     "run",
+    "train",
 ]

@@ -76,6 +76,24 @@ class CollabConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_flat(cls, **options) -> CollabConfig:
+        """A config from flat names (the CLI's and the ``collab-train`` step's): the
+        ``local_*``, ``fedavg_*`` names and DSSGD's own fields go to their sub-configs."""
+        local = {k[6:]: options.pop(k) for k in list(options) if k.startswith("local_")}
+        fed = {k[7:]: options.pop(k) for k in list(options) if k.startswith("fedavg_")}
+        names = set(dssgd.DSSGDConfig.__dataclass_fields__)
+        ds = {k: options.pop(k) for k in list(options) if k in names}
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown collaborative-training settings: {sorted(unknown)}")
+        return cls(
+            local=LocalTraining(**local),
+            dssgd=dssgd.DSSGDConfig(**ds),
+            fedavg=fedavg.FedAvgConfig(**fed),
+            **options,
+        )
+
 
 @dataclass
 class CollabResult:
@@ -94,15 +112,25 @@ class CollabResult:
         return self.history[-1]["global_accuracy"]
 
     def curves(self) -> dict[str, list[float]]:
-        """Global accuracy per round, mean participant accuracy, bytes uploaded."""
-        out = {"round": [h["round"] for h in self.history]}
-        out["global_accuracy"] = [h["global_accuracy"] for h in self.history]
+        """Per round: global test accuracy, each participant's, and bytes uploaded."""
+        out = {"global_accuracy": [h["global_accuracy"] for h in self.history]}
         if "participant_accuracy" in self.history[0]:
-            out["participant_accuracy_mean"] = [
-                float(np.mean(h["participant_accuracy"])) for h in self.history
-            ]
+            for i in range(len(self.history[0]["participant_accuracy"])):
+                out[f"participant_{i + 1}_accuracy"] = [
+                    h["participant_accuracy"][i] for h in self.history
+                ]
         out["bytes_uploaded"] = [h["bytes_up"] for h in self.history]
         return out
+
+    def record(self, step: str, baselines: dict | None = None):
+        """The ledger Record of this run (kind ``collab``), for the report."""
+        from veil.core.guarantees import Record
+
+        details = {"totals": _jsonable(self.totals)}
+        if baselines:
+            details["baselines"] = baselines
+        metrics = {"test_accuracy": self.final_accuracy}
+        return Record("collab", step, metrics=metrics, curves=self.curves(), details=details)
 
 
 class Run:
@@ -396,6 +424,8 @@ def _guarantee(state: Run, totals: dict, step: str):
         "order": cfg.order,
         "partition": cfg.partition,
         "local": asdict(cfg.local),
+        "drop_rate": cfg.drop_rate,
+        "seed": cfg.seed,
         "engine": "in-process",
     }
     numbers = {
@@ -504,3 +534,18 @@ def baselines(cfg: CollabConfig, quiet: bool | None = None) -> dict:
         "standalone_accuracies": alone,
         "epochs": epochs,
     }
+
+
+ENGINES = ("inprocess", "flower")
+
+
+def train(cfg: CollabConfig, *, engine: str = "inprocess", **kw) -> CollabResult:
+    """Run ``cfg`` on ``engine``: ``inprocess`` (:func:`run`) or ``flower`` (real processes
+    on this machine, :func:`veil.collab.flower.run`)."""
+    if engine == "inprocess":
+        return run(cfg, **kw)
+    if engine == "flower":
+        from veil.collab import flower
+
+        return flower.run(cfg, **kw)
+    raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")

@@ -90,6 +90,37 @@ def training_curves(ledger: Ledger) -> list[Figure]:
     return out
 
 
+@register_plot("training")
+def collab_rounds(ledger: Ledger) -> list[Figure]:
+    """Collaborative runs: test accuracy per round (global model and each participant's),
+    with the centralized and standalone baselines; megabytes uploaded per round."""
+    out = []
+    for rec in ledger.records:
+        if rec.kind != "collab" or not rec.curves:
+            continue
+        plt = _pyplot()
+        fig, (ax_acc, ax_bytes) = plt.subplots(1, 2, figsize=(8, 3))
+        rounds = range(1, len(rec.curves["global_accuracy"]) + 1)
+        for name, values in rec.curves.items():
+            if name.startswith("participant_"):
+                ax_acc.plot(rounds, values, lw=0.8, alpha=0.5, color="grey")
+        ax_acc.plot(rounds, rec.curves["global_accuracy"], marker="o", ms=3, label="global")
+        for key, style in (("centralized_accuracy", "--"), ("standalone_accuracy", ":")):
+            value = rec.details.get("baselines", {}).get(key)
+            if value is not None:
+                ax_acc.axhline(value, ls=style, color="black", label=key.split("_")[0])
+        ax_bytes.bar(rounds, [b / 1e6 for b in rec.curves.get("bytes_uploaded", [])])
+        ax_acc.set(xlabel="round (grey: each participant)", ylabel="test accuracy")
+        ax_bytes.set(xlabel="round", ylabel="MB uploaded")
+        ax_acc.legend(fontsize=8)
+        for ax in (ax_acc, ax_bytes):
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"step {rec.step}")
+        fig.tight_layout()
+        out.append(to_figure(fig, f"Collaborative training: {rec.step}"))
+    return out
+
+
 def _evidence_curves(section: str):
     """Plot every ``*_curve`` evidence (a list of [x, y] points) of the entries in ``section``."""
 
