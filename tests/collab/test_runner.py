@@ -104,6 +104,20 @@ def test_local_dp_sgd_reports_record_level_epsilon():
 
 
 def test_fedavg_learns():
-    r = collab.run(_cfg(algo="fedavg", rounds=5), quiet=True)
-    assert r.final_accuracy >= 0.6
+    local = collab.LocalTraining(epochs=3)
+    r = collab.run(_cfg(algo="fedavg", rounds=5, local=local), quiet=True)
+    assert r.final_accuracy >= 0.7
     assert r.totals["upload_fraction"] == pytest.approx(1.0)
+
+
+def test_set_flat_copies_and_never_aliases_the_callers_array():
+    from veil.collab.participant import set_flat
+    from veil.core.models import build
+
+    model = build("mlp", (1, 8, 8), 10)
+    vector = np.zeros(flat(model).size, np.float32)
+    set_flat(model, vector)
+    next(model.parameters()).data.add_(1.0)
+    assert not vector.any()  # training the model leaves the source untouched
+    with pytest.raises(ValueError):
+        set_flat(model, vector[:-1])

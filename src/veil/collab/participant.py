@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from veil.core.data import ArrayDataset
 from veil.core.errors import ConfigError
@@ -53,9 +53,21 @@ def flat(model: nn.Module) -> np.ndarray:
 
 
 def set_flat(model: nn.Module, vector: np.ndarray) -> None:
-    """Load a flat vector back into the model's parameters."""
+    """Copy a flat vector into the model's parameters, in place.
+
+    A copy, never a view: ``vector_to_parameters`` on ``torch.from_numpy(vector)`` would make
+    the parameters share memory with ``vector``, and training would then change the caller's
+    array (the global model, say)."""
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    if vector.ndim != 1 or vector.size != total:
+        raise ValueError(f"expected a flat vector of {total} values, got shape {vector.shape}")
+    source = torch.from_numpy(np.asarray(vector, dtype=np.float32))
     with torch.no_grad():
-        vector_to_parameters(torch.from_numpy(np.ascontiguousarray(vector)), model.parameters())
+        offset = 0
+        for p in params:
+            p.copy_(source[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
 
 
 class Participant:

@@ -30,6 +30,7 @@ from veil.collab import dssgd, fedavg
 from veil.collab.participant import LocalTraining, Participant, flat, set_flat
 from veil.collab.updates import UpdateRejected, wire_bytes
 from veil.core.errors import ConfigError, VeilError
+from veil.core.train import Prepared
 
 log = logging.getLogger("veil.collab")
 ALGORITHMS = ("dssgd", "fedavg")
@@ -75,6 +76,17 @@ class CollabConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CollabConfig:
+        """The inverse of :meth:`to_dict` (e.g. after a JSON round trip)."""
+        d = dict(d)
+        return cls(
+            local=LocalTraining(**d.pop("local")),
+            dssgd=dssgd.DSSGDConfig(**d.pop("dssgd")),
+            fedavg=fedavg.FedAvgConfig(**d.pop("fedavg")),
+            **d,
+        )
 
     @classmethod
     def from_flat(cls, **options) -> CollabConfig:
@@ -137,25 +149,13 @@ class Run:
     """The mutable state of one in-process run (what a checkpoint holds)."""
 
     def __init__(self, cfg: CollabConfig, quiet: bool | None):
-        from veil.core.train import prepare
-
         self.cfg, self.quiet = cfg, quiet
-        p = prepare(
-            cfg.data, cfg.model, model_options=cfg.model_options, limit=cfg.limit, seed=cfg.seed
-        )
+        p = prepared_for(cfg)
         self.spec, self.train_data, self.test = p.spec, p.train, p.test
-        if cfg.eval_limit is not None:
-            from veil.core.data import sample_indices
-
-            self.test = p.test.subset(sample_indices(len(p.test), cfg.eval_limit, cfg.seed))
         self.global_model = p.model
         init = flat(p.model)
         self.size = init.size
-        self.shards = _shards(p.train, cfg)
-        self.participants = [
-            Participant(i, _copy_of(p.model), shard, cfg.local, seed=cfg.seed * 1000 + i + 1)
-            for i, shard in enumerate(self.shards)
-        ]
+        self.participants = [participant_for(cfg, i, p) for i in range(cfg.participants)]
         self.server = cfg.dssgd.server(init)
         self.global_params = init.copy()  # FedAvg's global model
         self.rng = np.random.default_rng(cfg.seed + 7919)
@@ -380,40 +380,70 @@ def run(
     return _result(state, time.perf_counter() - start, ledger, step)
 
 
+@dataclass
+class Outcome:
+    """What any engine hands back at the end: enough for the totals and the guarantee."""
+
+    cfg: CollabConfig
+    params: np.ndarray  # the global parameters
+    history: list[dict]
+    uploads: list[int]  # accepted updates per participant
+    rejected: dict[str, int]
+    dropped: int
+    eps_u: float | None
+    record_level: dict | None = None  # record-level (ε, δ) of local DP-SGD
+    engine: str = "in-process"
+
+
 def _result(state: Run, seconds: float, ledger, step: str) -> CollabResult:
     cfg = state.cfg
-    set_flat(
-        state.global_model, state.server.params if cfg.algo == "dssgd" else state.global_params
+    params = state.server.params if cfg.algo == "dssgd" else state.global_params
+    record = _record_level(state) if cfg.local.dp_sigma is not None else None
+    outcome = Outcome(
+        cfg,
+        params,
+        state.history,
+        state.uploads,
+        dict(state.server.stats.rejected),
+        state.dropped,
+        state.eps_u,
+        record,
     )
-    dense = wire_bytes(np.arange(state.size), state.size)
-    steps = sum(state.uploads) + (state.dropped if cfg.algo == "dssgd" else 0)
-    up = sum(h["bytes_up"] for h in state.history)
+    prepared = Prepared(state.global_model, state.spec, state.train_data, state.test)
+    return finish(outcome, prepared, seconds, ledger, step)
+
+
+def finish(outcome: Outcome, prepared, seconds: float, ledger, step: str) -> CollabResult:
+    """The result of a run on any engine: global model, totals, guarantee (into ``ledger``)."""
+    set_flat(prepared.model, outcome.params)
+    size = outcome.params.size
+    dense = wire_bytes(np.arange(size), size)
+    up = sum(h["bytes_up"] for h in outcome.history)
     totals = {
-        "parameters": state.size,
+        "parameters": size,
         "bytes_uploaded": up,
         "dense_bytes_per_upload": dense,
-        "upload_fraction": (up / max(1, sum(state.uploads))) / dense,
-        "updates_accepted": sum(state.uploads),
-        "updates_rejected": dict(state.server.stats.rejected),
-        "dropped": state.dropped,
-        "exchanges": steps,
+        "upload_fraction": (up / max(1, sum(outcome.uploads))) / dense,
+        "updates_accepted": sum(outcome.uploads),
+        "updates_rejected": outcome.rejected,
+        "dropped": outcome.dropped,
         "seconds": round(seconds, 3),
     }
-    guarantee = _guarantee(state, totals, step)
+    guarantee = _guarantee(outcome, totals, step)
     if ledger is not None:
         ledger.add(guarantee)
     return CollabResult(
-        state.global_model,
-        state.history,
+        prepared.model,
+        outcome.history,
         guarantee,
         totals,
-        state.spec,
-        state.train_data,
-        state.test,
+        prepared.spec,
+        prepared.train,
+        prepared.test,
     )
 
 
-def _guarantee(state: Run, totals: dict, step: str):
+def _guarantee(state: Outcome, totals: dict, step: str):
     from veil.core.guarantees import Guarantee
 
     cfg = state.cfg
@@ -426,7 +456,7 @@ def _guarantee(state: Run, totals: dict, step: str):
         "local": asdict(cfg.local),
         "drop_rate": cfg.drop_rate,
         "seed": cfg.seed,
-        "engine": "in-process",
+        "engine": state.engine,
     }
     numbers = {
         "test_accuracy": state.history[-1]["global_accuracy"],
@@ -440,7 +470,7 @@ def _guarantee(state: Run, totals: dict, step: str):
         if cfg.dssgd.private:
             most = max(state.uploads) if state.uploads else 0
             numbers |= dssgd.privacy_numbers(
-                cfg.dssgd, max(most, cfg.rounds), state.eps_u, state.size
+                cfg.dssgd, max(most, cfg.rounds), state.eps_u, state.params.size
             )
             claim = (
                 f"({numbers['epsilon']:.3g}, {cfg.dssgd.delta:g})-DP for each "
@@ -458,8 +488,8 @@ def _guarantee(state: Run, totals: dict, step: str):
             )
         else:
             claim = "raw data never leaves a client; full model updates are shared (no DP bound)"
-    if cfg.local.dp_sigma is not None:
-        numbers |= _record_level(state)
+    if state.record_level is not None:
+        numbers |= state.record_level
         claim += f"; local DP-SGD: ({numbers['record_epsilon']:.3g}, δ)-DP per record"
     return Guarantee(
         guarantee="training-data",
@@ -483,11 +513,29 @@ def _record_level(state: Run) -> dict:
     return {"record_epsilon": Accountant().add(event).epsilon(delta), "record_delta": delta}
 
 
-def _shards(train, cfg: CollabConfig):
+def prepared_for(cfg: CollabConfig):
+    """The run's data (test set cut to ``eval_limit``) and its seeded initial network."""
+    from veil.core.data import sample_indices
+    from veil.core.train import prepare
+
+    p = prepare(
+        cfg.data, cfg.model, model_options=cfg.model_options, limit=cfg.limit, seed=cfg.seed
+    )
+    if cfg.eval_limit is not None:
+        p.test = p.test.subset(sample_indices(len(p.test), cfg.eval_limit, cfg.seed))
+    return p
+
+
+def participant_for(cfg: CollabConfig, pid: int, prepared) -> Participant:
+    """Participant ``pid``: its shard of the training set, a copy of the initial network."""
     from veil.core.data import parse_scheme, split_sites
 
+    if not 0 <= pid < cfg.participants:
+        raise ConfigError(f"participant id {pid} is outside 0..{cfg.participants - 1}")
     scheme, kw = parse_scheme(cfg.partition)
-    return split_sites(train, cfg.participants, scheme, seed=cfg.seed, **kw)
+    shard = split_sites(prepared.train, cfg.participants, scheme, seed=cfg.seed, **kw)[pid]
+    seed = cfg.seed * 1000 + pid + 1
+    return Participant(pid, _copy_of(prepared.model), shard, cfg.local, seed=seed)
 
 
 def _copy_of(model: nn.Module) -> nn.Module:

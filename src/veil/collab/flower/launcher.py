@@ -1,0 +1,240 @@
+"""Start a SuperLink and N veil nodes on 127.0.0.1, run one veil app, stop them by PID.
+
+Everything runs from this Python environment: nothing is installed at run time
+(``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1``; the app's ``pyproject.toml`` lists no
+dependencies, so torch is never fetched), telemetry is off, and Flower's home (its
+SuperLink connection file and installed apps) is a temporary folder. Each process logs to
+its own file there; on failure the tail of each log is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from veil.core.errors import VeilError
+
+APP_FILES = {
+    "veil_app/__init__.py": '"""veil collaborative training as a Flower app."""\n',
+    "veil_app/server.py": "from veil.collab.flower import server_app\n\napp = server_app.app\n",
+    "veil_app/client.py": "from veil.collab.flower import client_app\n\napp = client_app.app\n",
+}
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "veil-collab"
+version = "1.0.0"
+description = "veil: DSSGD and FedAvg"
+license = "Apache-2.0"
+# No dependencies on purpose: veil, torch and the data come from each node's environment.
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "veil"
+
+[tool.flwr.app.components]
+serverapp = "veil_app.server:app"
+clientapp = "veil_app.client:app"
+
+[tool.flwr.app.config]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_app(folder: Path, config: dict) -> Path:
+    """The Flower app folder: two one-line modules and a pyproject with the run config."""
+    for name, text in APP_FILES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    (folder / "pyproject.toml").write_text(PYPROJECT + "\n".join(lines) + "\n")
+    return folder
+
+
+class Cluster:
+    """A SuperLink and ``n`` nodes (SuperNode + veil task runner) on this machine."""
+
+    def __init__(self, n: int, work: Path):
+        self.n, self.work = n, work
+        self.procs: list[subprocess.Popen] = []
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()  # Flower 1.42 serves Runtime, Control and Fleet APIs on one port
+        self.env = os.environ | {
+            "FLWR_HOME": str(work / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.02",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+        home = work / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            '[superlink]\ndefault = "veil"\n\n[superlink.veil]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+
+    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        proc.log_file = log
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        bindir = Path(sys.executable).parent
+        local = ["--insecure", "--host", "127.0.0.1"]
+        superlink = [str(bindir / "flower-superlink"), *local, "--port", str(self.port)]
+        self._start("superlink", [*superlink, "--disable-runtime-dependency-installation"])
+        node = [sys.executable, "-m", "veil.collab.flower.node"]
+        for i in range(self.n):
+            port = free_port()
+            link = ["--superlink", f"127.0.0.1:{self.port}", "--isolation", "process"]
+            config = ["--node-config", f"partition-id={i} num-partitions={self.n}"]
+            self._start(
+                f"supernode-{i}", [*node, "supernode", *local, "--port", str(port), *link, *config]
+            )
+            self._start(f"node-{i}", [*node, "serve", "--runtime-api-address", f"127.0.0.1:{port}"])
+
+    def submit(self, app: Path) -> None:
+        """``flwr run`` the app on this cluster's SuperLink (retried while it starts)."""
+        flwr = str(Path(sys.executable).parent / "flwr")
+        for _ in range(60):
+            proc = subprocess.run(
+                [flwr, "run", str(app), "veil"], env=self.env, capture_output=True, text=True
+            )
+            if proc.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise VeilError(f"flwr run failed: {(proc.stdout + proc.stderr).strip()[-800:]}")
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise VeilError(
+                    f"a Flower process exited early (code {proc.returncode}):\n{self.tails()}"
+                )
+
+    def tails(self, lines: int = 15) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Stop every process this cluster started, by PID (its whole process group)."""
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.log_file.close()
+
+
+def run(
+    cfg,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    on_round=None,
+    ledger=None,
+    step: str = "",
+    quiet: bool | None = None,
+    timeout: float = 120.0,
+    keep: str | Path | None = None,
+):
+    """Run ``cfg`` on a local Flower cluster; the same :class:`CollabResult` as in-process.
+
+    ``keep``: a folder to keep the Flower logs and app in (default: a temporary one).
+    """
+    from veil.collab.flower.server_app import RESULT_FORMAT
+    from veil.collab.runner import Outcome, finish, prepared_for
+    from veil.core.io import load_arrays
+    from veil.core.progress import progress
+
+    if cfg.drop_rate:
+        raise VeilError("drop_rate simulates dropouts in-process; on Flower, nodes drop for real")
+    with contextlib.ExitStack() as stack:
+        work = Path(keep) if keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work.mkdir(parents=True, exist_ok=True)
+        result = work / "result.safetensors"
+        result.unlink(missing_ok=True)
+        config = {
+            "veil-config": json.dumps(cfg.to_dict()),
+            "veil-out": str(result),
+            "veil-checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
+            "veil-resume": bool(resume),
+            "veil-timeout": float(timeout),
+        }
+        app = write_app(work / "app", config)
+        cluster = Cluster(cfg.participants, work)
+        stack.callback(cluster.stop)
+        start = time.perf_counter()
+        cluster.start()
+        cluster.submit(app)
+        with progress(f"{cfg.algo} on Flower, {cfg.participants} nodes", None, quiet):
+            while not result.exists():
+                cluster.check_alive()
+                if time.perf_counter() - start > timeout * (cfg.rounds + 2):
+                    raise VeilError(f"the Flower run did not finish in time:\n{cluster.tails()}")
+                time.sleep(0.1)
+        arrays, facts = load_arrays(result, RESULT_FORMAT)
+        seconds = time.perf_counter() - start
+    outcome = Outcome(
+        cfg,
+        arrays["params"],
+        facts["history"],
+        facts["uploads"],
+        facts["rejected"],
+        facts["dropped"],
+        facts["eps_u"],
+        _record_level(cfg, facts),
+        engine="flower",
+    )
+    if on_round is not None:
+        for row in outcome.history:
+            on_round(row)
+    return finish(outcome, prepared_for(cfg), seconds, ledger, step)
+
+
+def _record_level(cfg, facts: dict) -> dict | None:
+    """Record-level (ε, δ) of local DP-SGD, for the participant with the most steps."""
+    if cfg.local.dp_sigma is None:
+        return None
+    from veil.dp import Accountant, GaussianEvent
+
+    pid = max(range(cfg.participants), key=lambda i: facts["steps"][i])
+    n = facts["sizes"][pid]
+    q = min(cfg.local.batch_size, n) / n
+    delta = min(1e-5, 0.5 / n)
+    eps = Accountant().add(GaussianEvent(cfg.local.dp_sigma, q, facts["steps"][pid])).epsilon(delta)
+    return {"record_epsilon": eps, "record_delta": delta}

@@ -1,0 +1,53 @@
+"""The Flower engine: real SuperLink and SuperNodes on 127.0.0.1, started and stopped here."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from veil import collab
+from veil.collab.flower.launcher import Cluster
+from veil.collab.participant import flat
+
+pytest.importorskip("flwr")
+CFG = {"data": "digits", "participants": 3, "eval_limit": 200}
+
+
+def test_dssgd_on_flower_equals_in_process_and_rounds_are_fast(tmp_path):
+    cfg = collab.CollabConfig(rounds=4, **CFG)
+    on_flower = collab.train(cfg, engine="flower", keep=tmp_path / "flower", timeout=60)
+    local = collab.run(cfg, quiet=True)
+    assert np.array_equal(flat(on_flower.model), flat(local.model))
+    assert on_flower.guarantee.parameters["engine"] == "flower"
+    assert on_flower.totals["updates_accepted"] == 12
+    # Flower's overhead per round of 3 sequential exchanges, after the first round (which
+    # loads torch and the data in each node): the issue's goal is <= 1.5 s
+    overhead = [
+        f["seconds"] - i["seconds"] for f, i in zip(on_flower.history, local.history, strict=True)
+    ]
+    assert max(overhead[1:]) <= 1.5, overhead
+
+
+def test_async_and_fedavg_on_flower(tmp_path):
+    cfg = collab.CollabConfig(rounds=2, order="async", **CFG)
+    result = collab.train(cfg, engine="flower", keep=tmp_path / "a", timeout=60)
+    assert result.totals["updates_accepted"] == 6 and len(result.history) == 2
+    cfg = collab.CollabConfig(algo="fedavg", rounds=2, **CFG)
+    fed = collab.train(cfg, engine="flower", keep=tmp_path / "f", timeout=60)
+    assert np.array_equal(flat(fed.model), flat(collab.run(cfg, quiet=True).model))
+
+
+def test_cluster_stops_every_process_it_started(tmp_path):
+    cluster = Cluster(2, tmp_path)
+    cluster.start()
+    try:
+        time.sleep(1)
+        cluster.check_alive()
+        pids = [p.pid for p in cluster.procs]
+        assert len(pids) == 5  # a SuperLink, and a SuperNode plus a task runner per node
+    finally:
+        cluster.stop()
+    for pid in pids:  # each process led its own group; the whole group is gone
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
