@@ -43,3 +43,24 @@ def test_limits_follow_theta_and_gamma():
     lim = DSSGDConfig(theta_up=0.1, gamma=0.5, staleness=3).limits(1000)
     assert (lim.max_count, lim.bound, lim.staleness) == (100, 0.5, 3)
     assert np.isclose(DSSGDConfig().limits(7).max_count, 1)
+
+
+def test_residual_keeps_what_was_not_shared():
+    from types import SimpleNamespace
+
+    from veil.collab.dssgd import share
+
+    rng = np.random.default_rng(0)
+    p = SimpleNamespace(pid=0, data=[0] * 10, rng=rng, residual=None)
+    cfg = DSSGDConfig(theta_up=0.1, residual=True)
+    deltas = [rng.normal(size=200).astype(np.float32) for _ in range(3)]
+    sent = np.zeros(200, np.float32)
+    for d in deltas:
+        u = share(p, d, 0, cfg, None)
+        assert u.indices.size == 20
+        sent[u.indices] += u.values
+    assert np.allclose(sent + p.residual, np.sum(deltas, axis=0), atol=1e-5)
+    plain = DSSGDConfig(theta_up=0.1)
+    q = SimpleNamespace(pid=0, data=[0] * 10, rng=rng, residual=None)
+    share(q, deltas[0], 0, plain, None)
+    assert q.residual is None  # the paper's DSSGD keeps nothing

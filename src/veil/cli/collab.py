@@ -33,6 +33,9 @@ def run(
     tau: float = typer.Option(0.0, help="Threshold τ for random/svt selection."),
     gamma: float = typer.Option(None, help="Bound γ: shared values truncated to [-γ, γ]."),
     staleness: int = typer.Option(None, help="Most versions an update may lag (async)."),
+    residual: bool = typer.Option(
+        False, help="Keep and re-offer unshared changes (error feedback; not in the paper)."
+    ),
     dp_epsilon: float = typer.Option(
         None, help="DSSGD with DP: whole-run ε per participant (selection becomes svt)."
     ),
@@ -55,6 +58,9 @@ def run(
     out: Path = typer.Option(Path("model.veil"), "--out", "-o", help="Model file to write."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: OUT with .ledger.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+    write_app: Path = typer.Option(
+        None, help="Instead of running: write the Flower app for a multi-machine run here."
+    ),
 ) -> None:
     """Train one model collaboratively; writes the global model and a ledger with the
     training-data guarantee (what was shared, θ, γ, and ε for the whole run when DP)."""
@@ -80,6 +86,7 @@ def run(
         tau=tau,
         gamma=gamma,
         staleness=staleness,
+        residual=residual,
         dp_epsilon=dp_epsilon,
         delta=delta,
         local_lr=lr,
@@ -95,6 +102,9 @@ def run(
         seed=seed,
         limit=limit,
     )
+    if write_app is not None:
+        _write_app(write_app, cfg, force)
+        return
     result = collab.train(
         cfg, engine=engine, checkpoint=checkpoint, resume=resume, step="collab-train"
     )
@@ -123,3 +133,43 @@ def run(
         f"upload {result.totals['upload_fraction']:.1%} of dense; "
         f"{result.totals['seconds']:.1f} s; wrote {out} and {ledger_path}"
     )
+
+
+def _write_app(folder: Path, cfg, force: bool) -> None:
+    from veil.collab.flower.launcher import app_config, write_app
+    from veil.core.errors import refuse_overwrite
+
+    refuse_overwrite(folder / "pyproject.toml", force)
+    result = folder.resolve() / "result.safetensors"
+    write_app(folder, app_config(cfg, result))
+    typer.echo(
+        f"wrote the Flower app to {folder}; start the SuperLink and one `veil collab node` per "
+        f"participant, then `flwr run {folder} <connection>`; the ServerApp writes the global "
+        f"model to {result} on the SuperLink's machine"
+    )
+
+
+@app.command("node")
+def node(
+    superlink: str = typer.Option(..., help="The SuperLink's address, HOST:PORT."),
+    partition_id: int = typer.Option(..., help="This participant's id, 0..N-1."),
+    num_partitions: int = typer.Option(..., help="N, the number of participants."),
+    root_certificates: Path = typer.Option(
+        None, help="CA certificate (PEM) that signed the SuperLink's TLS certificate."
+    ),
+    insecure: bool = typer.Option(False, help="No TLS to the SuperLink (testing only)."),
+    port: int = typer.Option(9094, help="Local port for the SuperNode's Runtime API."),
+    logs: Path = typer.Option(Path("veil-node"), help="Folder for the node's logs."),
+) -> None:
+    """Run one participant's node until Ctrl-C: Flower's SuperNode (process isolation) and
+    veil's task runner, which keeps the participant's model and data loaded."""
+    from veil.collab.flower.launcher import run_node
+    from veil.core.errors import ConfigError
+
+    if root_certificates is None and not insecure:
+        raise ConfigError("give --root-certificates CA.pem for TLS, or --insecure for a test")
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(f"--partition-id must be in 0..{num_partitions - 1}")
+    certs = str(root_certificates) if root_certificates else None
+    typer.echo(f"node {partition_id}/{num_partitions} -> {superlink}; logs in {logs}/logs")
+    run_node(superlink, partition_id, num_partitions, port, certs, logs)

@@ -46,7 +46,8 @@ class DSSGDConfig:
     ``tau``: threshold τ for ``random`` and ``svt``; ``gamma``: bound γ on shared values
     (None: no truncation; required with DP); ``decay``: of the server's counters;
     ``staleness``: most versions an update may lag (None: any); ``dp_epsilon``/``delta``: the
-    whole-run budget per participant for the private selection.
+    whole-run budget per participant for the private selection; ``residual``: keep and
+    re-offer what was not shared (error feedback; an extension, off as in the paper).
     """
 
     theta_up: float = 0.1
@@ -59,6 +60,7 @@ class DSSGDConfig:
     staleness: int | None = None
     dp_epsilon: float | None = None
     delta: float = 1e-5
+    residual: bool = False
 
     def __post_init__(self):
         count_for(self.theta_up, 1), count_for(self.theta_down, 1)
@@ -126,7 +128,23 @@ def share(
     cfg: DSSGDConfig,
     eps_u: float | None,
 ) -> SparseUpdate:
-    """The sparse update a participant uploads for local change ``delta``."""
+    """The sparse update a participant uploads for local change ``delta``.
+
+    With ``cfg.residual`` the participant first adds what it has not shared of earlier
+    changes, and keeps what it does not share now (error feedback, Strom 2015; not in
+    Shokri & Shmatikov): nothing it learns is dropped for good, only delayed.
+    """
+    if cfg.residual:
+        delta = delta + participant.residual if participant.residual is not None else delta
+    update = _select(participant, delta, version, cfg, eps_u)
+    if cfg.residual:
+        left = delta.astype(np.float32).copy()
+        left[update.indices] -= update.values
+        participant.residual = left
+    return update
+
+
+def _select(participant, delta, version, cfg: DSSGDConfig, eps_u) -> SparseUpdate:
     k = count_for(cfg.theta_up, delta.size)
     n = len(participant.data)
     if cfg.private:

@@ -82,6 +82,7 @@ class Participant:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.steps_taken = 0  # local SGD steps so far (for record-level accounting)
+        self.residual: np.ndarray | None = None  # change not shared yet (DSSGD residual)
 
     def receive(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Overwrite the local copies of the downloaded coordinates."""
@@ -143,6 +144,8 @@ class Participant:
             f"p{self.pid}.weights": flat(self.model),
             f"p{self.pid}.torch_rng": self.generator.get_state().numpy(),
         }
+        if self.residual is not None:
+            arrays[f"p{self.pid}.residual"] = self.residual
         meta = {"rng": self.rng.bit_generator.state, "steps": self.steps_taken}
         return arrays, meta
 
@@ -151,3 +154,4 @@ class Participant:
         self.generator.set_state(torch.from_numpy(arrays[f"p{self.pid}.torch_rng"].copy()))
         self.rng.bit_generator.state = meta["rng"]
         self.steps_taken = int(meta["steps"])
+        self.residual = arrays.get(f"p{self.pid}.residual")

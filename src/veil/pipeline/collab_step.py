@@ -24,6 +24,7 @@ class CollabTrainConfig(TrainingFields):
     tau: float = Field(0.0, ge=0)
     gamma: float | None = Field(None, gt=0)
     staleness: int | None = Field(None, ge=0)
+    residual: bool = False
     dp_epsilon: float | None = Field(None, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     batch_size: int = Field(32, ge=1)
@@ -61,6 +62,7 @@ def run_collab_train(cfg: CollabTrainConfig, ctx: RunContext) -> Artifact:
         tau=cfg.tau,
         gamma=cfg.gamma,
         staleness=cfg.staleness,
+        residual=cfg.residual,
         dp_epsilon=cfg.dp_epsilon,
         delta=cfg.delta,
         local_lr=cfg.lr,

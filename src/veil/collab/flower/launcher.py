@@ -70,29 +70,66 @@ def write_app(folder: Path, config: dict) -> Path:
     return folder
 
 
-class Cluster:
-    """A SuperLink and ``n`` nodes (SuperNode + veil task runner) on this machine."""
+def node_commands(
+    superlink: str, pid: int, n: int, port: int, root_certificates: str | None = None
+) -> list[tuple[str, list[str]]]:
+    """The two processes of one veil node: Flower's SuperNode (process isolation, short
+    polls) connected to ``superlink``, and veil's task runner on its Runtime API ``port``."""
+    node = [sys.executable, "-m", "veil.collab.flower.node"]
+    tls = ["--root-certificates", root_certificates] if root_certificates else ["--insecure"]
+    supernode = [
+        *node,
+        "supernode",
+        *tls,
+        "--superlink",
+        superlink,
+        "--isolation",
+        "process",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--node-config",
+        f"partition-id={pid} num-partitions={n}",
+    ]
+    runner = [*node, "serve", "--runtime-api-address", f"127.0.0.1:{port}"]
+    return [("supernode", supernode), ("node", runner)]
 
-    def __init__(self, n: int, work: Path):
-        self.n, self.work = n, work
+
+def flower_env(home: Path) -> dict[str, str]:
+    """Environment of every Flower process veil starts: no telemetry, nothing installed at
+    run time, short task polls, this Python's scripts first on PATH, Flower's home in
+    ``home``."""
+    return os.environ | {
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.02",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def app_config(cfg, result: Path, checkpoint=None, resume=False, timeout=120.0) -> dict:
+    """The Flower run config that carries a veil run: its settings and where to write."""
+    return {
+        "veil-config": json.dumps(cfg.to_dict()),
+        "veil-out": str(result),
+        "veil-checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
+        "veil-resume": bool(resume),
+        "veil-timeout": float(timeout),
+    }
+
+
+class Processes:
+    """Processes started here, each in its own process group, logging to ``work/logs``."""
+
+    def __init__(self, work: Path):
+        self.work = work
         self.procs: list[subprocess.Popen] = []
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()  # Flower 1.42 serves Runtime, Control and Fleet APIs on one port
-        self.env = os.environ | {
-            "FLWR_HOME": str(work / "flwr-home"),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.02",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-        }
-        home = work / "flwr-home"
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
-            '[superlink]\ndefault = "veil"\n\n[superlink.veil]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
-        )
+        self.env = flower_env(work / "flwr-home")
 
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
@@ -102,33 +139,6 @@ class Cluster:
         proc.log_file = log
         self.procs.append(proc)
         return proc
-
-    def start(self) -> None:
-        bindir = Path(sys.executable).parent
-        local = ["--insecure", "--host", "127.0.0.1"]
-        superlink = [str(bindir / "flower-superlink"), *local, "--port", str(self.port)]
-        self._start("superlink", [*superlink, "--disable-runtime-dependency-installation"])
-        node = [sys.executable, "-m", "veil.collab.flower.node"]
-        for i in range(self.n):
-            port = free_port()
-            link = ["--superlink", f"127.0.0.1:{self.port}", "--isolation", "process"]
-            config = ["--node-config", f"partition-id={i} num-partitions={self.n}"]
-            self._start(
-                f"supernode-{i}", [*node, "supernode", *local, "--port", str(port), *link, *config]
-            )
-            self._start(f"node-{i}", [*node, "serve", "--runtime-api-address", f"127.0.0.1:{port}"])
-
-    def submit(self, app: Path) -> None:
-        """``flwr run`` the app on this cluster's SuperLink (retried while it starts)."""
-        flwr = str(Path(sys.executable).parent / "flwr")
-        for _ in range(60):
-            proc = subprocess.run(
-                [flwr, "run", str(app), "veil"], env=self.env, capture_output=True, text=True
-            )
-            if proc.returncode == 0:
-                return
-            time.sleep(0.5)
-        raise VeilError(f"flwr run failed: {(proc.stdout + proc.stderr).strip()[-800:]}")
 
     def check_alive(self) -> None:
         for proc in self.procs:
@@ -145,7 +155,7 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """Stop every process this cluster started, by PID (its whole process group)."""
+        """Stop every process started here, by PID (its whole process group)."""
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -158,6 +168,57 @@ class Cluster:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             proc.log_file.close()
+
+
+def run_node(superlink: str, pid: int, n: int, port: int, root_certificates, work: Path) -> None:
+    """Run one participant's node until interrupted or until one of its processes exits."""
+    procs = Processes(work)
+    try:
+        for name, argv in node_commands(superlink, pid, n, port, root_certificates):
+            procs._start(name, argv)
+        while True:
+            procs.check_alive()
+            time.sleep(0.5)
+    finally:
+        procs.stop()
+
+
+class Cluster(Processes):
+    """A SuperLink and ``n`` nodes (SuperNode + veil task runner) on this machine."""
+
+    def __init__(self, n: int, work: Path):
+        super().__init__(work)
+        self.n = n
+        self.port = free_port()  # Flower 1.42 serves Runtime, Control and Fleet APIs on one port
+        home = work / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            '[superlink]\ndefault = "veil"\n\n[superlink.veil]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+
+    def start(self) -> None:
+        bindir = Path(sys.executable).parent
+        superlink = [str(bindir / "flower-superlink"), "--insecure", "--host", "127.0.0.1"]
+        self._start(
+            "superlink",
+            [*superlink, "--port", str(self.port), "--disable-runtime-dependency-installation"],
+        )
+        for i in range(self.n):
+            for name, argv in node_commands(f"127.0.0.1:{self.port}", i, self.n, free_port()):
+                self._start(f"{name}-{i}", argv)
+
+    def submit(self, app: Path) -> None:
+        """``flwr run`` the app on this cluster's SuperLink (retried while it starts)."""
+        flwr = str(Path(sys.executable).parent / "flwr")
+        for _ in range(60):
+            proc = subprocess.run(
+                [flwr, "run", str(app), "veil"], env=self.env, capture_output=True, text=True
+            )
+            if proc.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise VeilError(f"flwr run failed: {(proc.stdout + proc.stderr).strip()[-800:]}")
 
 
 def run(
@@ -188,14 +249,7 @@ def run(
         work.mkdir(parents=True, exist_ok=True)
         result = work / "result.safetensors"
         result.unlink(missing_ok=True)
-        config = {
-            "veil-config": json.dumps(cfg.to_dict()),
-            "veil-out": str(result),
-            "veil-checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
-            "veil-resume": bool(resume),
-            "veil-timeout": float(timeout),
-        }
-        app = write_app(work / "app", config)
+        app = write_app(work / "app", app_config(cfg, result, checkpoint, resume, timeout))
         cluster = Cluster(cfg.participants, work)
         stack.callback(cluster.stop)
         start = time.perf_counter()
