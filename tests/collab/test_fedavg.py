@@ -46,3 +46,15 @@ def test_client_sampling():
     assert len(sample_clients(10, FedAvgConfig(fraction=0.3), rng)) == 3
     counts = [len(sample_clients(100, FedAvgConfig(0.2, dp_sigma=1.0), rng)) for _ in range(200)]
     assert np.mean(counts) == pytest.approx(20, rel=0.1)  # Poisson under DP
+
+
+def test_secure_aggregation_is_refused_where_it_cannot_hold():
+    with pytest.raises(ConfigError, match="secure aggregation"):
+        FedAvgConfig(secure=True, dp_sigma=1.0)
+    with pytest.raises(ConfigError, match="secure aggregation"):
+        FedAvgConfig(secure=True, fraction=0.5)
+    from veil import collab
+
+    cfg = collab.CollabConfig(algo="fedavg", data="digits", fedavg=FedAvgConfig(secure=True))
+    with pytest.raises(ConfigError, match="engine='flower'"):
+        collab.run(cfg, quiet=True)

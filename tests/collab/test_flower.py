@@ -51,3 +51,15 @@ def test_cluster_stops_every_process_it_started(tmp_path):
     for pid in pids:  # each process led its own group; the whole group is gone
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
+
+
+def test_secure_aggregation_with_secagg_plus_matches_plain_fedavg(tmp_path):
+    cfg = collab.CollabConfig(
+        algo="fedavg", rounds=2, fedavg=collab.FedAvgConfig(secure=True), **CFG
+    )
+    secure = collab.train(cfg, engine="flower", keep=tmp_path, timeout=60)
+    plain = collab.run(collab.CollabConfig(algo="fedavg", rounds=2, **CFG), quiet=True)
+    # the server saw only the sum; SecAgg+ quantizes to 2^22 levels over [-8, 8]
+    assert np.abs(flat(secure.model) - flat(plain.model)).max() < 1e-3
+    assert secure.guarantee.mechanism == "FedAvg + SecAgg+"
+    assert "only the sum" in secure.guarantee.claim

@@ -48,6 +48,9 @@ def run(
     fraction: float = typer.Option(1.0, help="FedAvg: fraction of clients per round."),
     fedavg_dp_sigma: float = typer.Option(None, help="FedAvg central DP noise multiplier."),
     clip: float = typer.Option(1.0, help="FedAvg central DP clip norm."),
+    secure: bool = typer.Option(
+        False, help="FedAvg with Flower's SecAgg+ secure aggregation (needs --engine flower)."
+    ),
     drop_rate: float = typer.Option(0.0, help="Simulated chance a participant drops a round."),
     seed: int = typer.Option(0, help="Seed for data split, weights and every generator."),
     limit: int = typer.Option(None, help="Use N random training examples only."),
@@ -97,6 +100,7 @@ def run(
         fedavg_fraction=fraction,
         fedavg_dp_sigma=fedavg_dp_sigma,
         fedavg_clip=clip,
+        fedavg_secure=secure,
         fedavg_delta=delta,
         drop_rate=drop_rate,
         seed=seed,

@@ -21,15 +21,22 @@ from veil.core.errors import ConfigError
 @dataclass(frozen=True)
 class FedAvgConfig:
     """``fraction`` of clients per round; ``dp_sigma``/``clip``/``delta``: central DP;
-    ``server_lr``: step on the averaged update (1 is plain FedAvg)."""
+    ``server_lr``: step on the averaged update (1 is plain FedAvg); ``secure``: aggregate
+    through Flower's SecAgg+ workflow, so the server sees only the sum (Flower engine)."""
 
     fraction: float = 1.0
     dp_sigma: float | None = None
     clip: float = 1.0
     delta: float = 1e-5
     server_lr: float = 1.0
+    secure: bool = False
 
     def __post_init__(self):
+        if self.secure and (self.dp_sigma is not None or self.fraction < 1 or self.server_lr != 1):
+            raise ConfigError(
+                "secure aggregation (Flower's SecAgg+) runs plain FedAvg over every client: "
+                "no central DP, client fraction or server learning rate with it yet"
+            )
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"client fraction must be in (0, 1], got {self.fraction}")
         if self.dp_sigma is not None and not self.dp_sigma > 0:

@@ -41,6 +41,12 @@ THREAT_MODEL = (
     "aggregation in the in-process engine"
 )
 
+SECURE_THREAT_MODEL = (
+    "honest-but-curious server that follows the SecAgg+ protocol; it learns only the sum of "
+    "the clients' quantized models unless it colludes with at least the reconstruction "
+    "threshold of clients; clients' own code and randomness are trusted; no DP bound on the sum"
+)
+
 
 @dataclass(frozen=True)
 class CollabConfig:
@@ -352,6 +358,8 @@ def run(
     """
     from veil.core.progress import progress
 
+    if cfg.fedavg.secure and cfg.algo == "fedavg":
+        raise ConfigError("secure aggregation runs on Flower's SecAgg+: use engine='flower'")
     state = Run(cfg, quiet)
     path = Path(checkpoint) if checkpoint else None
     if resume and path is not None and path.exists():
@@ -486,16 +494,22 @@ def _guarantee(state: Outcome, totals: dict, step: str):
                 f"({numbers['epsilon']:.3g}, {cfg.fedavg.delta:g})-DP for each client's "
                 "whole data set (central DP on the aggregate)"
             )
+        elif cfg.fedavg.secure:
+            claim = (
+                "raw data never leaves a client; the server learns only the sum of the "
+                "clients' models each round (Flower SecAgg+ secure aggregation)"
+            )
         else:
             claim = "raw data never leaves a client; full model updates are shared (no DP bound)"
     if state.record_level is not None:
         numbers |= state.record_level
         claim += f"; local DP-SGD: ({numbers['record_epsilon']:.3g}, δ)-DP per record"
+    secure = cfg.algo == "fedavg" and cfg.fedavg.secure
     return Guarantee(
         guarantee="training-data",
-        mechanism="DSSGD" if cfg.algo == "dssgd" else "FedAvg",
+        mechanism="DSSGD" if cfg.algo == "dssgd" else "FedAvg" + (" + SecAgg+" if secure else ""),
         claim=claim,
-        threat_model=THREAT_MODEL,
+        threat_model=SECURE_THREAT_MODEL if secure else THREAT_MODEL,
         parameters=_jsonable(params),
         numbers=numbers,
         evidence={"totals": _jsonable(totals)},

@@ -35,6 +35,8 @@ class CollabTrainConfig(TrainingFields):
     fedavg_dp_sigma: float | None = Field(None, gt=0)
     clip: float = Field(1.0, gt=0)
     drop_rate: float = Field(0.0, ge=0, lt=1)
+    engine: Literal["inprocess", "flower"] = "inprocess"
+    secure: bool = False
     baselines: bool = False
 
 
@@ -72,12 +74,15 @@ def run_collab_train(cfg: CollabTrainConfig, ctx: RunContext) -> Artifact:
         fedavg_fraction=cfg.fraction,
         fedavg_dp_sigma=cfg.fedavg_dp_sigma,
         fedavg_clip=cfg.clip,
+        fedavg_secure=cfg.secure,
         fedavg_delta=cfg.delta,
         drop_rate=cfg.drop_rate,
         seed=cfg.seed_in(ctx),
         limit=cfg.limit,
     )
-    result = collab.run(config, ledger=ctx.ledger, step=cfg.id, quiet=ctx.quiet)
+    result = collab.train(
+        config, engine=cfg.engine, ledger=ctx.ledger, step=cfg.id, quiet=ctx.quiet
+    )
     base = collab.baselines(config, quiet=ctx.quiet) if cfg.baselines else None
     prepared = Prepared(
         result.model,

@@ -7,7 +7,9 @@ runs inside a long-lived veil node process (:mod:`veil.collab.flower.node`) that
 - ``query.setup``: the run's config (JSON); the node builds its participant from its own
   shard (``partition-id`` in the SuperNode's node config) and answers with its size;
 - ``train.dssgd``: a download; answers with the sparse update (and its local test accuracy);
-- ``train.fedavg``: the global model; answers with the dense Δw.
+- ``train.fedavg``: the global model; answers with the dense Δw;
+- ``train`` (Flower's legacy fit message, under the SecAgg+ mod): FedAvg with secure
+  aggregation; answers with the masked, quantized local model.
 """
 
 from __future__ import annotations
@@ -73,3 +75,27 @@ def fedavg_exchange(msg: Message, context: Context) -> Message:
     update = SparseUpdate.dense(p.pid, p.train(), version, len(p.data))
     content = update_content(update, values.size, steps=p.steps_taken)
     return Message(content, reply_to=msg)
+
+
+def _secure_mods():
+    from flwr.client.mod import secaggplus_mod
+
+    return [secaggplus_mod]
+
+
+@app.train(mods=_secure_mods())
+def secure_fedavg_exchange(msg: Message, context: Context) -> Message:
+    """FedAvg under Flower's SecAgg+ (legacy fit messages): the mod masks what this returns,
+    so the server only ever sees the sum over clients."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from veil.collab.participant import flat, set_flat
+
+    p = _participant()
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    (params,) = parameters_to_ndarrays(fitins.parameters)
+    set_flat(p.model, params)
+    p.train()
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([flat(p.model)]), len(p.data), {})
+    return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)

@@ -118,19 +118,23 @@ def run_task(address: str, token: str, app) -> None:
         client.close()
 
 
-def supernode(argv: list[str]) -> None:
-    """Run Flower's SuperNode with its fixed sleeps capped at ``POLL_SECONDS``."""
+def cap_sleeps(module) -> None:
+    """Make ``module``'s ``time.sleep`` sleep at most ``POLL_SECONDS`` (that module only)."""
     import types
 
+    real_sleep = time.sleep
+    names = {k: getattr(time, k) for k in dir(time) if not k.startswith("__")}
+    shim = types.SimpleNamespace(**names)
+    shim.sleep = lambda seconds: real_sleep(min(seconds, POLL_SECONDS))
+    module.time = shim
+
+
+def supernode(argv: list[str]) -> None:
+    """Run Flower's SuperNode with its fixed sleeps capped at ``POLL_SECONDS``."""
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    real_sleep = time.sleep
-    shim = types.SimpleNamespace(
-        **{k: getattr(time, k) for k in dir(time) if not k.startswith("__")}
-    )
-    shim.sleep = lambda seconds: real_sleep(min(seconds, POLL_SECONDS))
-    start_client_internal.time = shim
+    cap_sleeps(start_client_internal)
     short_waits()
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()

@@ -21,7 +21,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from veil.collab.flower.messages import download_content, read_update
-from veil.collab.flower.node import POLL_SECONDS, short_waits
+from veil.collab.flower.node import POLL_SECONDS, cap_sleeps, short_waits
 from veil.collab.updates import UpdateRejected, wire_bytes
 from veil.core.errors import VeilError
 
@@ -39,7 +39,7 @@ def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
     cfg = CollabConfig.from_dict(json.loads(str(rc["veil-config"])))
     ckpt = Path(str(rc["veil-checkpoint"])) if rc.get("veil-checkpoint") else None
-    loop = FlowerServer(grid, cfg, float(rc.get("veil-timeout", 120.0)), ckpt)
+    loop = FlowerServer(grid, cfg, float(rc.get("veil-timeout", 120.0)), ckpt, context)
     loop.run(resume=bool(rc.get("veil-resume", False)))
     loop.write_result(Path(str(rc["veil-out"])))
 
@@ -47,12 +47,13 @@ def main(grid: Grid, context: Context) -> None:
 class FlowerServer:
     """One run's server side: node discovery, setup, rounds, checkpoints, result."""
 
-    def __init__(self, grid: Grid, cfg, timeout: float, checkpoint: Path | None):
+    def __init__(self, grid: Grid, cfg, timeout: float, checkpoint: Path | None, context=None):
         from veil.collab import dssgd
         from veil.collab.participant import flat
         from veil.collab.runner import prepared_for
 
         self.grid, self.cfg, self.timeout, self.checkpoint = grid, cfg, timeout, checkpoint
+        self.context = context
         self.prepared = prepared_for(cfg)
         init = flat(self.prepared.model)
         self.size = init.size
@@ -225,6 +226,43 @@ class FlowerServer:
         self.global_params = self.global_params + cfg.server_lr * step
         return sent
 
+    def secure_fedavg(self) -> None:
+        """FedAvg through Flower's SecAgg+ workflow (legacy strategy API): clients mask their
+        quantized, sample-weighted models with pairwise and self masks whose seeds are
+        Shamir-shared; the server unmasks only the sum. Every client takes part each round."""
+        from flwr.common import ndarrays_to_parameters
+        from flwr.server import LegacyContext, ServerConfig
+        from flwr.server.strategy import FedAvg
+        from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+        from flwr.superlink.grid import http_grid
+
+        cap_sleeps(http_grid)  # the legacy workflow waits with send_and_receive (3 s polls)
+        n, clock = self.cfg.participants, [time.perf_counter()]
+        dense = wire_bytes(np.arange(self.size), self.size)
+
+        def evaluate_fn(server_round: int, ndarrays, config):
+            if server_round == 0:
+                return None
+            self.global_params = np.asarray(ndarrays[0], np.float32)
+            self.uploads = [u + 1 for u in self.uploads]
+            self.end_round(n * dense, time.perf_counter() - clock[0])
+            clock[0] = time.perf_counter()
+            return 0.0, {"accuracy": self.history[-1]["global_accuracy"]}
+
+        strategy = FedAvg(
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=n,
+            min_available_clients=n,
+            initial_parameters=ndarrays_to_parameters([self.global_params]),
+            evaluate_fn=evaluate_fn,
+        )
+        legacy = LegacyContext(self.context, ServerConfig(num_rounds=self.cfg.rounds), strategy)
+        secagg = SecAggPlusWorkflow(
+            num_shares=n, reconstruction_threshold=max(2, (2 * n) // 3), max_weight=max(self.sizes)
+        )
+        DefaultWorkflow(fit_workflow=secagg)(self.grid, legacy)
+
     def end_round(self, sent: int, seconds: float) -> None:
         from veil.collab.participant import set_flat
         from veil.core.train import evaluate
@@ -253,6 +291,9 @@ class FlowerServer:
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self.load(self.checkpoint)
         self.setup()
+        if self.cfg.algo == "fedavg" and self.cfg.fedavg.secure:
+            self.secure_fedavg()
+            return
         if self.cfg.algo == "dssgd" and self.cfg.order == "async":
             self.async_rounds(self.end_round)
             return
