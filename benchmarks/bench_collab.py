@@ -84,24 +84,21 @@ def main() -> None:
     data, rounds, many = ("digits", 10, 10) if args.quick else ("mnist", 20, 30)
     five = {"data": data, "participants": 5, "rounds": rounds}
     base = collab.baselines(_config(**five), quiet=True)
-    runs = {
-        "dssgd_1pct": _config(**five, theta_up=0.01, theta_down=1.0),
-        "dssgd_10pct": _config(**five, theta_up=0.1, theta_down=1.0, residual=True),
+    runs = {}
+    for parts, tag in ((five, ""), ({**five, "participants": many}, f"_{many}p")):
+        for pct, theta in (("1pct", 0.01), ("10pct", 0.1), ("100pct", 1.0)):
+            shared = {"theta_up": theta, "theta_down": 1.0, "residual": theta < 1}
+            runs[f"dssgd_{pct}{tag}"] = _config(**parts, **shared)
+            runs[f"dssgd_{pct}_async{tag}"] = _config(
+                **parts, **shared, order="async", staleness=10
+            )
+        private = {"upload": "svt", "gamma": 0.01, "tau": 0.0001, "dp_epsilon": 8.0}
+        runs[f"dssgd_10pct_dp_eps8{tag}"] = _config(
+            **parts, theta_up=0.1, theta_down=1.0, **private
+        )
+    runs |= {
         "dssgd_10pct_paper": _config(**five, theta_up=0.1, theta_down=1.0),
         "dssgd_10pct_paper_down10": _config(**five, theta_up=0.1, theta_down=0.1),
-        "dssgd_100pct": _config(**five, theta_up=1.0, theta_down=1.0),
-        "dssgd_10pct_async": _config(
-            **five, theta_up=0.1, theta_down=1.0, residual=True, order="async", staleness=10
-        ),
-        "dssgd_10pct_dp_eps8": _config(
-            **five,
-            theta_up=0.1,
-            theta_down=1.0,
-            upload="svt",
-            gamma=0.01,
-            tau=0.0001,
-            dp_epsilon=8.0,
-        ),
         "dssgd_10pct_local_dpsgd": _config(
             **five, theta_up=0.1, theta_down=1.0, residual=True, local={"dp_sigma": 1.0}
         ),
@@ -109,9 +106,6 @@ def main() -> None:
     }
     rows = {name: _run(name, cfg) for name, cfg in runs.items()}
     wide = {"data": data, "participants": many, "rounds": rounds}
-    rows[f"dssgd_10pct_{many}p"] = _run(
-        f"dssgd_10pct_{many}p", _config(**wide, theta_up=0.1, theta_down=1.0, residual=True)
-    )
     base_wide = collab.baselines(_config(**wide), quiet=True)
     flower = flower_overhead(4 if args.quick else 6)
     results = {

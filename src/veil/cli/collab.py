@@ -149,7 +149,8 @@ def _write_app(folder: Path, cfg, force: bool) -> None:
     typer.echo(
         f"wrote the Flower app to {folder}; start the SuperLink and one `veil collab node` per "
         f"participant, then `flwr run {folder} <connection>`; the ServerApp writes the global "
-        f"model to {result} on the SuperLink's machine"
+        f"model to {result.with_suffix('.veil')} and its ledger beside it, on the "
+        "SuperLink's machine"
     )
 
 

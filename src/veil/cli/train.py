@@ -37,24 +37,10 @@ def check_outputs(out: Path, ledger: Path | None, force: bool) -> Path:
 
 def save_outputs(out: Path, ledger_path: Path, prepared, record, title: str, guarantee=None):
     """Write the model file and a ledger holding the training record (and guarantee)."""
-    from veil.core.guarantees import Ledger
-    from veil.core.io import save_model
+    from veil.core.io import save_trained_files
 
-    save_model(
-        out,
-        prepared.model,
-        prepared.spec,
-        classes=list(prepared.train.classes),
-        extra={"data": prepared.train.name, "train_subset": prepared.subset},
-        force=True,
-    )
-    run_ledger = Ledger.start(title, command=" ".join(["veil", *sys.argv[1:]]))
-    if guarantee is not None:
-        run_ledger.add(guarantee)
-    run_ledger.record(record)
-    run_ledger.artifacts["model"] = str(out)
-    run_ledger.finish(status="ok")
-    run_ledger.save(ledger_path)
+    command = " ".join(["veil", *sys.argv[1:]])
+    save_trained_files(out, ledger_path, prepared, record, title, guarantee, command=command)
 
 
 def train(

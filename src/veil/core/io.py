@@ -206,3 +206,29 @@ def load_arrays(path: str | Path, kind: str) -> tuple[dict, dict]:
     if not isinstance(header, dict) or header.get("format") != kind:
         raise ModelFileError(f"{path} is not a {kind} file")
     return arrays, header
+
+
+def save_trained_files(
+    out: Path, ledger_path: Path, prepared, record, title: str, guarantee=None, command=""
+) -> None:
+    """A trained network's model file and a ledger holding its record (and guarantee).
+
+    ``prepared`` is a :class:`veil.core.train.Prepared` (model, spec, train set, subset).
+    """
+    from veil.core.guarantees import Ledger
+
+    save_model(
+        out,
+        prepared.model,
+        prepared.spec,
+        classes=list(prepared.train.classes),
+        extra={"data": prepared.train.name, "train_subset": prepared.subset},
+        force=True,
+    )
+    run_ledger = Ledger.start(title, command=command)
+    if guarantee is not None:
+        run_ledger.add(guarantee)
+    run_ledger.record(record)
+    run_ledger.artifacts["model"] = str(out)
+    run_ledger.finish(status="ok")
+    run_ledger.save(ledger_path)

@@ -104,7 +104,7 @@ def flower_env(home: Path) -> dict[str, str]:
         "FLWR_HOME": str(home),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.02",
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("VEIL_FLOWER_POLL", "0.05"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     }
@@ -173,6 +173,11 @@ class Processes:
 def run_node(superlink: str, pid: int, n: int, port: int, root_certificates, work: Path) -> None:
     """Run one participant's node until interrupted or until one of its processes exits."""
     procs = Processes(work)
+
+    def stop_on_term(signum, frame):
+        raise SystemExit(0)  # run the finally below: the node's processes go with it
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         for name, argv in node_commands(superlink, pid, n, port, root_certificates):
             procs._start(name, argv)
@@ -237,9 +242,7 @@ def run(
 
     ``keep``: a folder to keep the Flower logs and app in (default: a temporary one).
     """
-    from veil.collab.flower.server_app import RESULT_FORMAT
-    from veil.collab.runner import Outcome, finish, prepared_for
-    from veil.core.io import load_arrays
+    from veil.collab.runner import finish, prepared_for
     from veil.core.progress import progress
 
     if cfg.drop_rate:
@@ -261,9 +264,22 @@ def run(
                 if time.perf_counter() - start > timeout * (cfg.rounds + 2):
                     raise VeilError(f"the Flower run did not finish in time:\n{cluster.tails()}")
                 time.sleep(0.1)
-        arrays, facts = load_arrays(result, RESULT_FORMAT)
+        outcome = read_result(cfg, result)
         seconds = time.perf_counter() - start
-    outcome = Outcome(
+    if on_round is not None:
+        for row in outcome.history:
+            on_round(row)
+    return finish(outcome, prepared_for(cfg), seconds, ledger, step)
+
+
+def read_result(cfg, path: Path):
+    """The :class:`~veil.collab.runner.Outcome` in a result file the ServerApp wrote."""
+    from veil.collab.flower.server_app import RESULT_FORMAT
+    from veil.collab.runner import Outcome
+    from veil.core.io import load_arrays
+
+    arrays, facts = load_arrays(path, RESULT_FORMAT)
+    return Outcome(
         cfg,
         arrays["params"],
         facts["history"],
@@ -274,10 +290,6 @@ def run(
         _record_level(cfg, facts),
         engine="flower",
     )
-    if on_round is not None:
-        for row in outcome.history:
-            on_round(row)
-    return finish(outcome, prepared_for(cfg), seconds, ledger, step)
 
 
 def _record_level(cfg, facts: dict) -> dict | None:

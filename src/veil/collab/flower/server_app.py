@@ -24,6 +24,7 @@ from veil.collab.flower.messages import download_content, read_update
 from veil.collab.flower.node import POLL_SECONDS, cap_sleeps, short_waits
 from veil.collab.updates import UpdateRejected, wire_bytes
 from veil.core.errors import VeilError
+from veil.core.train import Prepared
 
 RESULT_FORMAT = "veil-collab-flower-result/1"
 CHECKPOINT_FORMAT = "veil-collab-flower-server/1"
@@ -40,8 +41,30 @@ def main(grid: Grid, context: Context) -> None:
     cfg = CollabConfig.from_dict(json.loads(str(rc["veil-config"])))
     ckpt = Path(str(rc["veil-checkpoint"])) if rc.get("veil-checkpoint") else None
     loop = FlowerServer(grid, cfg, float(rc.get("veil-timeout", 120.0)), ckpt, context)
+    start = time.perf_counter()
     loop.run(resume=bool(rc.get("veil-resume", False)))
-    loop.write_result(Path(str(rc["veil-out"])))
+    out = Path(str(rc["veil-out"]))
+    loop.write_result(out)
+    export(cfg, out, time.perf_counter() - start)
+
+
+def export(cfg, result: Path, seconds: float) -> None:
+    """Beside the result: the global model as a veil model file, and its ledger (with the
+    training-data guarantee), for runs submitted with ``flwr run`` by hand."""
+    from veil.collab.flower.launcher import read_result
+    from veil.collab.runner import finish, prepared_for
+    from veil.core.io import save_trained_files
+
+    done = finish(read_result(cfg, result), prepared_for(cfg), seconds, None, "collab-train")
+    prepared = Prepared(done.model, done.spec, done.train, done.test, {"seed": cfg.seed})
+    save_trained_files(
+        result.with_suffix(".veil"),
+        result.with_suffix(".ledger.json"),
+        prepared,
+        done.record("collab-train"),
+        f"{cfg.algo.upper()} on Flower",
+        done.guarantee,
+    )
 
 
 class FlowerServer:
@@ -99,7 +122,7 @@ class FlowerServer:
     # --- setup ----------------------------------------------------------------------------
 
     def discover(self) -> list[int]:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + max(self.timeout, 60.0)  # nodes may still be starting
         while time.monotonic() < deadline:
             ids = sorted(self.grid.get_node_ids())
             if len(ids) >= self.cfg.participants:
