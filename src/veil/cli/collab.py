@@ -163,6 +163,11 @@ def node(
         None, help="CA certificate (PEM) that signed the SuperLink's TLS certificate."
     ),
     insecure: bool = typer.Option(False, help="No TLS to the SuperLink (testing only)."),
+    auth_key: Path = typer.Option(
+        None,
+        help="This node's private key (its .pub beside it) for a SuperLink that only lets "
+        "known nodes in (--enable-supernode-auth).",
+    ),
     port: int = typer.Option(9094, help="Local port for the SuperNode's Runtime API."),
     logs: Path = typer.Option(Path("veil-node"), help="Folder for the node's logs."),
 ) -> None:
@@ -177,4 +182,5 @@ def node(
         raise ConfigError(f"--partition-id must be in 0..{num_partitions - 1}")
     certs = str(root_certificates) if root_certificates else None
     typer.echo(f"node {partition_id}/{num_partitions} -> {superlink}; logs in {logs}/logs")
-    run_node(superlink, partition_id, num_partitions, port, certs, logs)
+    keys = (str(auth_key), f"{auth_key}.pub") if auth_key else None
+    run_node(superlink, partition_id, num_partitions, port, certs, logs, keys)

@@ -71,12 +71,22 @@ def write_app(folder: Path, config: dict) -> Path:
 
 
 def node_commands(
-    superlink: str, pid: int, n: int, port: int, root_certificates: str | None = None
+    superlink: str,
+    pid: int,
+    n: int,
+    port: int,
+    root_certificates: str | None = None,
+    auth_keys: tuple[str, str] | None = None,
 ) -> list[tuple[str, list[str]]]:
     """The two processes of one veil node: Flower's SuperNode (process isolation, short
-    polls) connected to ``superlink``, and veil's task runner on its Runtime API ``port``."""
+    polls) connected to ``superlink``, and veil's task runner on its Runtime API ``port``.
+    ``auth_keys`` (private, public key files) make the SuperNode authenticate itself to a
+    SuperLink started with ``--enable-supernode-auth``."""
     node = [sys.executable, "-m", "veil.collab.flower.node"]
     tls = ["--root-certificates", root_certificates] if root_certificates else ["--insecure"]
+    if auth_keys:
+        tls += ["--auth-supernode-private-key", auth_keys[0]]
+        tls += ["--auth-supernode-public-key", auth_keys[1]]
     supernode = [
         *node,
         "supernode",
@@ -170,7 +180,9 @@ class Processes:
             proc.log_file.close()
 
 
-def run_node(superlink: str, pid: int, n: int, port: int, root_certificates, work: Path) -> None:
+def run_node(
+    superlink: str, pid: int, n: int, port: int, root_certificates, work: Path, auth_keys=None
+) -> None:
     """Run one participant's node until interrupted or until one of its processes exits."""
     procs = Processes(work)
 
@@ -179,7 +191,7 @@ def run_node(superlink: str, pid: int, n: int, port: int, root_certificates, wor
 
     signal.signal(signal.SIGTERM, stop_on_term)
     try:
-        for name, argv in node_commands(superlink, pid, n, port, root_certificates):
+        for name, argv in node_commands(superlink, pid, n, port, root_certificates, auth_keys):
             procs._start(name, argv)
         while True:
             procs.check_alive()
