@@ -55,3 +55,71 @@ def membership(
         f"{attack}: AUC {result.auc:.3f}, TPR {result.tpr_at['0.001']:.2%} at 0.1% FPR, "
         f"{result.tpr_at['0.01']:.2%} at 1%; advantage {result.advantage:.3f}; wrote {out}"
     )
+
+
+backdoor_app = typer.Typer(
+    help="Backdoors: plant one (to test a training pipeline) and detect triggered inputs.",
+    no_args_is_help=True,
+)
+app.add_typer(backdoor_app, name="backdoor")
+
+
+@backdoor_app.command("attack")
+def backdoor_attack(
+    data: str = typer.Option(..., "--data", "-d", help="Data set name."),
+    model: str = typer.Option("lenet", "--model", "-m", help="Network name."),
+    method: str = typer.Option("random", help="badnets, random, ban or cban."),
+    targets: str = typer.Option("0", help="Target labels, comma-separated (several: cban/random)."),
+    rate: float = typer.Option(0.1, help="Share of each batch poisoned."),
+    size: int = typer.Option(4, help="Trigger side in pixels."),
+    epochs: int = typer.Option(3, help="Training epochs."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    optimizer: str = typer.Option("adam", help="sgd or adam."),
+    seed: int = typer.Option(0, help="Seed."),
+    limit: int = typer.Option(None, help="Train on N random examples only."),
+    out: Path = typer.Option(Path("backdoored.veil"), "--out", "-o", help="Model file to write."),
+    ledger: Path = typer.Option(None, help="Ledger to write (default: OUT with .ledger.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Train a backdoored model (for testing defenses and pipelines): records its clean
+    accuracy and attack success rate in the ledger."""
+    from rich.console import Console
+
+    from veil.audit import backdoor
+    from veil.cli.train import check_outputs, save_outputs
+    from veil.core.errors import ConfigError
+    from veil.core.guarantees import Record
+    from veil.core.train import prepare
+
+    ledger_path = check_outputs(out, ledger, force)
+    try:
+        labels = tuple(int(t) for t in targets.split(","))
+    except ValueError as e:
+        raise ConfigError(f"--targets takes labels like 0,1; got {targets!r}") from e
+    cfg = backdoor.AttackConfig(
+        method=method,
+        targets=labels,
+        rate=rate,
+        size=size,
+        epochs=epochs,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+    )
+    p = prepare(data, model, limit=limit, seed=seed)
+    result = backdoor.train_backdoored(p.model, p.train, p.test, cfg)
+    record = Record(
+        "backdoor-attack",
+        "backdoor-attack",
+        metrics={"test_accuracy": result.clean_accuracy, "attack_success": result.attack_success},
+        details={
+            "config": {**cfg.__dict__, "targets": list(labels)},
+            "per_target": {str(k): v for k, v in result.per_target.items()},
+            "seconds": round(result.seconds, 2),
+        },
+    )
+    save_outputs(out, ledger_path, p, record, f"backdoor ({method}) {model} on {data}")
+    Console(stderr=True).print(
+        f"clean accuracy {result.clean_accuracy:.4f}, attack success {result.attack_success:.4f} "
+        f"({method}, targets {list(labels)}); wrote {out} and {ledger_path}"
+    )

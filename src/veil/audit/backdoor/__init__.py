@@ -1,0 +1,24 @@
+"""Backdoor attacks and detectors (Salem et al. 2020; Gao et al. 2019).
+
+- :mod:`~veil.audit.backdoor.triggers`: BadNets, Random Backdoor, BaN and c-BaN triggers;
+- :mod:`~veil.audit.backdoor.attack`: train a backdoored model, measure attack success;
+- :mod:`~veil.audit.backdoor.strip`: STRIP, the run-time detector of triggered inputs.
+
+Neural Cleanse and ABS are not built yet.
+"""
+
+from veil.audit.backdoor.attack import AttackConfig, Backdoored, attack_success, train_backdoored
+from veil.audit.backdoor.strip import StripResult, mean_entropy, strip
+from veil.audit.backdoor.triggers import METHODS, TriggerSet
+
+__all__ = [
+    "METHODS",
+    "AttackConfig",
+    "Backdoored",
+    "StripResult",
+    "TriggerSet",
+    "attack_success",
+    "mean_entropy",
+    "strip",
+    "train_backdoored",
+]

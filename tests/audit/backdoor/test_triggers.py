@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from veil.audit.backdoor.triggers import Generator, TriggerSet, checkerboard, stamp
+from veil.core.errors import ConfigError
+
+SHAPE = (1, 28, 28)
+
+
+def test_stamp_puts_the_patch_where_asked_and_nowhere_else():
+    x = torch.zeros(2, 1, 10, 10)
+    patch = torch.ones(2, 1, 3, 3)
+    out = stamp(x, patch, torch.tensor([0, 7]), torch.tensor([2, 5]))
+    assert out[0, 0, 0:3, 2:5].eq(1).all() and out[1, 0, 7:10, 5:8].eq(1).all()
+    assert out.sum() == 18 and x.sum() == 0  # the input is untouched
+
+
+def test_badnets_is_fixed_and_random_stays_in_its_targets_band():
+    gen = torch.Generator().manual_seed(0)
+    bad = TriggerSet("badnets", SHAPE, [3], 4, 10)
+    rows, cols = bad.locations(torch.tensor([3, 3]), gen)
+    assert rows.tolist() == [23, 23] and cols.tolist() == [23, 23]
+    assert torch.equal(bad.patches(torch.tensor([3]), gen)[0], checkerboard(1, 4))
+    rnd = TriggerSet("random", SHAPE, [1, 7], 4, 10)
+    rows, _ = rnd.locations(torch.tensor([1] * 200 + [7] * 200), gen)
+    assert rows[:200].max() < 12 <= rows[200:].min()  # two bands of 12 rows
+
+
+def test_generators_make_patches_in_range_and_cban_depends_on_the_label():
+    gen = torch.Generator().manual_seed(0)
+    cban = TriggerSet("cban", SHAPE, [0, 1], 5, 10)
+    torch.manual_seed(0)
+    z = torch.rand(3, cban.generator.noise_dim)
+    a = cban.generator(z, torch.tensor([0, 0, 0]))
+    b = cban.generator(z, torch.tensor([1, 1, 1]))
+    assert a.shape == (3, 1, 5, 5) and a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a, b)
+    assert cban.patches(torch.tensor([0, 1]), gen).requires_grad
+    assert isinstance(TriggerSet("ban", SHAPE, [2], 4, 10).generator, Generator)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("trojan", [0], 4),
+        ("random", [0], 15),
+        ("random", [10], 4),
+        ("badnets", [0, 1], 4),
+        ("ban", [], 4),
+    ],
+)
+def test_bad_attack_settings_are_refused(args):
+    method, targets, size = args
+    with pytest.raises(ConfigError):
+        TriggerSet(method, SHAPE, targets, size, 10)

@@ -1,0 +1,17 @@
+"""``veil audit backdoor attack``: a backdoored model file and its measured attack."""
+
+from veil.cli.main import main
+from veil.core.guarantees import Ledger
+
+
+def test_backdoor_attack_writes_model_and_measurements(tmp_path, capsys):
+    out = tmp_path / "bd.veil"
+    args = ["-q", "audit", "backdoor", "attack", "-d", "digits", "-m", "mlp"]
+    opts = ["--method", "badnets", "--size", "2", "--epochs", "8", "--lr", "0.1"]
+    assert main([*args, *opts, "--optimizer", "sgd", "-o", str(out)]) == 0
+    (record,) = Ledger.load(tmp_path / "bd.ledger.json").records
+    assert record.kind == "backdoor-attack" and record.metrics["attack_success"] >= 0.9
+    assert out.is_file()
+    assert main([*args, "--method", "ban", "--targets", "0,1", "-o", str(tmp_path / "x.veil")]) == 2
+    assert "one target" in capsys.readouterr().err
+    assert main([*args, "--targets", "zero", "-o", str(tmp_path / "y.veil")]) == 2
