@@ -12,6 +12,10 @@ def test_backdoor_attack_writes_model_and_measurements(tmp_path, capsys):
     (record,) = Ledger.load(tmp_path / "bd.ledger.json").records
     assert record.kind == "backdoor-attack" and record.metrics["attack_success"] >= 0.9
     assert out.is_file()
+    assert main(["-q", "audit", "backdoor", "scan", str(out), "--steps", "150"]) == 0
+    (scan,) = Ledger.load(tmp_path / "bd.backdoor.json").entries
+    assert scan.mechanism == "Neural Cleanse" and scan.tests == "model"
+    assert 0 in [i for i, a in enumerate(scan.evidence["anomaly_index"]) if a > 2]
     assert main([*args, "--method", "ban", "--targets", "0,1", "-o", str(tmp_path / "x.veil")]) == 2
     assert "one target" in capsys.readouterr().err
     assert main([*args, "--targets", "zero", "-o", str(tmp_path / "y.veil")]) == 2

@@ -43,3 +43,27 @@ def test_strip_flags_triggered_inputs_and_few_clean_ones(badnets_digits):
     # an 8x8 digit leaves a 2x2 trigger little room to survive the blend, so STRIP catches
     # fewer here than on MNIST (benchmarks/bench_backdoor.py), but far more than by chance
     assert found.detection_rate >= 3 * found.false_rejection
+
+
+def test_anomaly_index_is_distance_below_median_in_mad_units():
+    from veil.audit.backdoor.neural_cleanse import anomaly_indices
+
+    norms = [1.0, 10.0, 11.0, 12.0, 9.0]  # median 10, MAD 1
+    a = anomaly_indices(norms)
+    assert a[0] == pytest.approx(9 / 1.4826)
+    assert a[2] == 0.0 and a[3] == 0.0  # above the median: never anomalous
+    assert anomaly_indices([5.0] * 4) == [0.0] * 4
+
+
+def test_neural_cleanse_flags_the_target_and_not_a_clean_model(badnets_digits):
+    from veil.audit.backdoor.neural_cleanse import CleanseConfig, neural_cleanse
+    from veil.core.train import fit
+
+    p, result = badnets_digits
+    cfg = CleanseConfig(steps=200)
+    found = neural_cleanse(result.model, p.train, cfg)
+    assert found.flagged == [0]
+    assert found.norms[0] == min(found.norms)
+    clean = prepare("digits", "mlp", seed=0)
+    fit(clean.model, clean.train, epochs=30, batch_size=32, lr=0.1, momentum=0.0, quiet=True)
+    assert neural_cleanse(clean.model, clean.train, cfg).flagged == []

@@ -2,12 +2,15 @@
 
 - :mod:`~veil.audit.backdoor.triggers`: BadNets, Random Backdoor, BaN and c-BaN triggers;
 - :mod:`~veil.audit.backdoor.attack`: train a backdoored model, measure attack success;
-- :mod:`~veil.audit.backdoor.strip`: STRIP, the run-time detector of triggered inputs.
+- :mod:`~veil.audit.backdoor.strip`: STRIP, the run-time detector of triggered inputs;
+- :mod:`~veil.audit.backdoor.neural_cleanse`: Neural Cleanse, a model scan (per-label
+  reverse-engineered triggers, MAD anomaly index).
 
-Neural Cleanse and ABS are not built yet.
+ABS is not built yet.
 """
 
 from veil.audit.backdoor.attack import AttackConfig, Backdoored, attack_success, train_backdoored
+from veil.audit.backdoor.neural_cleanse import CleanseConfig, CleanseResult, neural_cleanse
 from veil.audit.backdoor.strip import StripResult, mean_entropy, strip
 from veil.audit.backdoor.triggers import METHODS, TriggerSet
 
@@ -15,10 +18,13 @@ __all__ = [
     "METHODS",
     "AttackConfig",
     "Backdoored",
+    "CleanseConfig",
+    "CleanseResult",
     "StripResult",
     "TriggerSet",
     "attack_success",
     "mean_entropy",
+    "neural_cleanse",
     "strip",
     "train_backdoored",
 ]
