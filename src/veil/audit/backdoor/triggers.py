@@ -21,10 +21,12 @@ METHODS = ("badnets", "random", "ban", "cban")
 def stamp(x: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
     """Copy of images ``x`` (B, C, H, W) with ``patch`` (B, C, s, s) at each (row, col)."""
     out = x.clone()
-    s = patch.shape[-1]
-    for i in range(len(x)):  # B is a batch's poisoned share: a few dozen at most
-        r, c = int(rows[i]), int(cols[i])
-        out[i, :, r : r + s, c : c + s] = patch[i]
+    n, s = len(x), patch.shape[-1]
+    step = torch.arange(s)
+    r = (rows[:, None] + step)[:, :, None].expand(n, s, s)
+    c = (cols[:, None] + step)[:, None, :].expand(n, s, s)
+    b = torch.arange(n)[:, None, None].expand(n, s, s)
+    out[b, :, r, c] = patch.permute(0, 2, 3, 1)  # indexed dims first, channels last
     return out
 
 
