@@ -1,7 +1,7 @@
-"""Backdoor attacks on MNIST (Salem et al. 2020) and the STRIP detector.
+"""Backdoor attacks on MNIST (Salem et al. 2020), STRIP and Neural Cleanse.
 
-LeNet-5 on MNIST, Adam (lr 1e-3), batch 64, 10% of each batch poisoned. For each attack
-(BadNets 4x4 fixed checkerboard; Random Backdoor, BaN and c-BaN with random locations): the
+LeNet-5 on MNIST, 10 epochs, Adam (lr 1e-3), batch 64, 10% of each batch poisoned. For each
+attack (BadNets 4x4 fixed checkerboard; Random Backdoor, BaN and c-BaN, random places): the
 clean test accuracy of the backdoored model against a clean model trained the same way, and
 the attack success rate (share of other-class test images a fresh trigger sends to the
 target). STRIP (32 blended copies, threshold at 1% false rejection on held-out clean images):
@@ -49,7 +49,7 @@ def _strip_rate(model, triggers, test, train, n: int, seed: int) -> float:
 
 def main() -> None:
     args = common.parser("backdoor", __doc__.splitlines()[0]).parse_args()
-    epochs, n_strip = (1, 100) if args.quick else (3, 300)
+    epochs, n_strip = (1, 100) if args.quick else (10, 300)
     base = prepare("mnist", "lenet", seed=0)
     clean_model = copy.deepcopy(base.model)
     fit(

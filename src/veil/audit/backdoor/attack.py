@@ -33,6 +33,7 @@ class AttackConfig:
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "sgd"
+    generator_lr: float = 1e-3  # BaN / c-BaN: Adam on the trigger generator
     seed: int = 0
 
     def __post_init__(self):
@@ -76,7 +77,9 @@ def train_backdoored(
     )
     opt = make_optimizer(model, cfg.optimizer, cfg.lr)
     g_opt = (
-        torch.optim.Adam(triggers.generator.parameters(), lr=1e-3) if triggers.generator else None
+        torch.optim.Adam(triggers.generator.parameters(), lr=cfg.generator_lr)
+        if triggers.generator
+        else None
     )
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     model.train()
