@@ -16,6 +16,10 @@ def test_backdoor_attack_writes_model_and_measurements(tmp_path, capsys):
     (scan,) = Ledger.load(tmp_path / "bd.backdoor.json").entries
     assert scan.mechanism == "Neural Cleanse" and scan.tests == "model"
     assert 0 in [i for i, a in enumerate(scan.evidence["anomaly_index"]) if a > 2]
+    assert len(scan.evidence["triggers"]["0"]) == 8  # the reversed 8x8 trigger of label 0
+    report = tmp_path / "scan.html"
+    assert main(["report", str(tmp_path / "bd.backdoor.json"), "-o", str(report)]) == 0
+    assert "Backdoor scan" in report.read_text()
     assert main([*args, "--method", "ban", "--targets", "0,1", "-o", str(tmp_path / "x.veil")]) == 2
     assert "one target" in capsys.readouterr().err
     assert main([*args, "--targets", "zero", "-o", str(tmp_path / "y.veil")]) == 2

@@ -40,11 +40,20 @@ def assert_one_line_error(proc, pattern: str):
 
 
 def test_help_is_fast():
+    import resource
+
     veil("--help")  # warm the file cache
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = veil("--help")
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0 and "run" in proc.stdout
-    assert time.perf_counter() - start < 1.0
+    # CPU time, not wall time: the suite runs in parallel with Flower clusters that may hold
+    # both cores (measured alone: 0.14 s wall)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.0, cpu
+    assert wall < 10.0
 
 
 def test_default_run_writes_both_files(tmp_path):

@@ -167,7 +167,14 @@ def backdoor_scan(
         threat_model="an attacker who poisoned training with a small patch trigger; the "
         "defender holds clean data; large or input-specific triggers can evade this scan",
         numbers={"labels_flagged": len(found.flagged), "max_anomaly": max(found.anomaly)},
-        evidence={"mask_l1_per_label": found.norms, "anomaly_index": found.anomaly},
+        evidence={
+            "mask_l1_per_label": found.norms,
+            "anomaly_index": found.anomaly,
+            "triggers": {  # mask x pattern, first channel, of each flagged label
+                str(t): (found.masks[t][0] * found.patterns[t][0]).round(decimals=3).tolist()
+                for t in found.flagged
+            },
+        },
         status="violated" if found.flagged else "supported",
         step="backdoor-scan",
     )

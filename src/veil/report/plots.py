@@ -204,3 +204,28 @@ def membership_roc(ledger: Ledger) -> list[Figure]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return [to_figure(fig, "Membership inference ROC (log-log)")]
+
+
+@register_plot("audit")
+def backdoor_scans(ledger: Ledger) -> list[Figure]:
+    """Neural Cleanse scans: anomaly index per label (threshold 2), and the reverse-engineered
+    trigger (mask × pattern) of each label it flagged."""
+    out = []
+    for entry in ledger.entries:
+        anomaly = entry.evidence.get("anomaly_index")
+        if entry.mechanism != "Neural Cleanse" or not anomaly:
+            continue
+        triggers = entry.evidence.get("triggers", {})
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, 1 + len(triggers), figsize=(4 + 2 * len(triggers), 3))
+        axes = axes if len(triggers) else [axes]
+        axes[0].bar(range(len(anomaly)), anomaly)
+        axes[0].axhline(2.0, ls="--", color="black")
+        axes[0].set(xlabel="label", ylabel="anomaly index")
+        for ax, (label, image) in zip(axes[1:], triggers.items(), strict=True):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"label {label}", fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        out.append(to_figure(fig, f"Backdoor scan ({entry.step or 'scan'}): Neural Cleanse"))
+    return out
