@@ -23,3 +23,63 @@ def test_backdoor_attack_writes_model_and_measurements(tmp_path, capsys):
     assert main([*args, "--method", "ban", "--targets", "0,1", "-o", str(tmp_path / "x.veil")]) == 2
     assert "one target" in capsys.readouterr().err
     assert main([*args, "--targets", "zero", "-o", str(tmp_path / "y.veil")]) == 2
+
+
+def test_strip_command_flags_triggered_inputs(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import torch
+
+    from veil.audit import backdoor
+    from veil.core.data import load
+    from veil.core.io import load_model
+
+    out = tmp_path / "bd.veil"
+    args = ["-q", "audit", "backdoor", "attack", "-d", "digits", "-m", "mlp", "--size", "2"]
+    assert (
+        main(
+            [
+                *args,
+                "--method",
+                "badnets",
+                "--epochs",
+                "8",
+                "--lr",
+                "0.1",
+                "--optimizer",
+                "sgd",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    test = load("digits", "test")
+    x = test.batch(torch.arange(100))[0][test.targets[:100] != 0]
+    triggers = backdoor.TriggerSet("badnets", test.input_shape, [0], 2, 10)
+    stamped = triggers.apply(x, torch.zeros(len(x), dtype=torch.long), torch.Generator())
+    np.savez(tmp_path / "in.npz", x=stamped.numpy())
+    assert load_model(out).model is not None
+    assert (
+        main(
+            [
+                "audit",
+                "backdoor",
+                "strip",
+                str(out),
+                "--inputs",
+                str(tmp_path / "in.npz"),
+                "--frr",
+                "0.05",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((tmp_path / "in.strip.json").read_text())
+    assert len(result["flagged"]) == len(x) and sum(result["flagged"]) > 0.15 * len(x)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert (
+        main(["audit", "backdoor", "strip", str(out), "--inputs", str(tmp_path / "bad.npz")]) == 2
+    )
+    assert "not a readable .npz" in capsys.readouterr().err

@@ -185,3 +185,50 @@ def backdoor_scan(
     Console(stderr=True).print(
         f"{entry.claim}; anomaly indices {[round(a, 2) for a in found.anomaly]}; wrote {out}"
     )
+
+
+@backdoor_app.command("strip")
+def backdoor_strip(
+    model: Path = typer.Argument(..., help="A .veil model file."),
+    inputs: Path = typer.Option(..., help="Images to check: .npz with an array 'x'."),
+    data: str = typer.Option(None, "--data", "-d", help="Clean data set (default: header)."),
+    frr: float = typer.Option(0.01, help="False-rejection rate on clean inputs."),
+    copies: int = typer.Option(32, help="Blended copies per input."),
+    out: Path = typer.Option(None, help="JSON of scores and flags (default: INPUTS.strip.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the JSON."),
+) -> None:
+    """STRIP: flag the inputs that look triggered (their predictions survive blending with
+    clean images); the threshold comes from the clean test split at --frr."""
+    import torch
+
+    from veil.audit import backdoor
+    from veil.audit.backdoor.strip import load_inputs
+    from veil.core import data as data_mod
+    from veil.core.errors import DataError, refuse_overwrite
+    from veil.core.io import load_model, write_json
+
+    target = out or inputs.with_suffix(".strip.json")
+    refuse_overwrite(target, force)
+    loaded = load_model(model)
+    name = data or loaded.extra.get("data")
+    if not name:
+        raise DataError(f"{model} does not say which data it was trained on; pass --data")
+    clean_set = data_mod.load(name, "test")
+    suspicious = load_inputs(inputs, clean_set.input_shape)
+    picked = data_mod.sample_indices(len(clean_set), min(500, len(clean_set)), 0)
+    clean = clean_set.batch(torch.as_tensor(picked))[0]
+    found = backdoor.strip(loaded.model, suspicious, clean, clean_set, frr=frr, copies=copies)
+    write_json(
+        target,
+        {
+            "threshold": found.threshold,
+            "false_rejection_on_clean": found.false_rejection,
+            "flagged": found.flagged.tolist(),
+            "scores": [round(float(s), 6) for s in found.scores],
+        },
+    )
+    typer.echo(
+        f"{int(found.flagged.sum())} of {len(found.flagged)} inputs flagged as triggered "
+        f"(threshold {found.threshold:.4f}, clean false rejection {found.false_rejection:.3f}); "
+        f"wrote {target}"
+    )

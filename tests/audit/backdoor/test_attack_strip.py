@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from veil.audit import backdoor
 from veil.core.train import prepare
@@ -67,3 +69,31 @@ def test_neural_cleanse_flags_the_target_and_not_a_clean_model(badnets_digits):
     clean = prepare("digits", "mlp", seed=0)
     fit(clean.model, clean.train, epochs=30, batch_size=32, lr=0.1, momentum=0.0, quiet=True)
     assert neural_cleanse(clean.model, clean.train, cfg).flagged == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=400))
+def test_load_inputs_refuses_garbage_with_a_data_error(tmp_path_factory, blob):
+    from veil.audit.backdoor.strip import load_inputs
+    from veil.core.errors import DataError
+
+    path = tmp_path_factory.mktemp("npz") / "in.npz"
+    path.write_bytes(blob)
+    with pytest.raises(DataError):
+        load_inputs(path, (1, 8, 8))
+
+
+def test_load_inputs_accepts_uint8_and_unit_floats_only(tmp_path):
+    import numpy as np
+
+    from veil.audit.backdoor.strip import load_inputs
+    from veil.core.errors import DataError
+
+    np.savez(tmp_path / "a.npz", x=np.full((3, 8, 8), 255, np.uint8))
+    assert load_inputs(tmp_path / "a.npz", (1, 8, 8)).max() == 1.0
+    np.savez(tmp_path / "b.npz", x=np.full((3, 1, 8, 8), 2.0))
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        load_inputs(tmp_path / "b.npz", (1, 8, 8))
+    np.savez(tmp_path / "c.npz", x=np.zeros((3, 1, 7, 8)))
+    with pytest.raises(DataError, match="shape"):
+        load_inputs(tmp_path / "c.npz", (1, 8, 8))

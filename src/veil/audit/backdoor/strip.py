@@ -82,3 +82,33 @@ def strip(
         clean_scores,
         scores,
     )
+
+
+def load_inputs(path, shape: tuple[int, ...]) -> torch.Tensor:
+    """Images to check, from an ``.npz`` file (array ``x``, else its only array): uint8
+    (served /255) or floats in [0, 1], shaped (N, *shape) or (N, H, W) for one channel.
+    Nothing is unpickled; anything else is refused with the reason."""
+    import zipfile
+
+    import numpy as np
+
+    from veil.core.errors import DataError
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = list(npz.files)
+            key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
+            if key is None:
+                raise DataError(f"{path}: put the images in an array named 'x'")
+            arr = npz[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise DataError(f"{path} is not a readable .npz of images: {e}") from e
+    if arr.ndim == len(shape) and shape[0] == 1:
+        arr = arr[:, None]
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape) or len(arr) == 0:
+        raise DataError(f"{path}: expected images of shape (N, {', '.join(map(str, shape))})")
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    if arr.dtype.kind != "f" or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise DataError(f"{path}: images must be uint8, or finite floats in [0, 1]")
+    return torch.from_numpy(arr.astype(np.float32))
