@@ -180,9 +180,8 @@ class Run:
     def save(self, path: Path) -> None:
         from veil.core.io import save_arrays
 
-        arrays, meta = {}, {"config": _jsonable(self.cfg.to_dict())}
-        s_arrays, meta["server"] = self.server.state()
-        arrays |= {f"server.{k}": v for k, v in s_arrays.items()}
+        meta = {"config": _jsonable(self.cfg.to_dict())}
+        arrays, meta["server"] = self.server.state(prefix="server.")
         arrays["global"] = self.global_params
         meta["participants"] = []
         for p in self.participants:
@@ -217,8 +216,7 @@ class Run:
                 f"checkpoint {path} is from a run with other settings; resume with the same "
                 "settings (only --rounds may grow), or start afresh with another checkpoint path"
             )
-        server_arrays = {k[7:]: v for k, v in arrays.items() if k.startswith("server.")}
-        self.server = ParameterServer.from_state(server_arrays, meta["server"])
+        self.server = ParameterServer.from_state(arrays, meta["server"], prefix="server.")
         self.global_params = arrays["global"].copy()
         for p, m in zip(self.participants, meta["participants"], strict=True):
             p.load_state(arrays, m)

@@ -40,7 +40,6 @@ class ServerStats:
 
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
-    bytes_in: int = 0
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -84,7 +83,6 @@ class ParameterServer:
         self.version += 1
         self.last[idx] = self.version
         self.stats.accepted += 1
-        self.stats.bytes_in += update.nbytes(self.params.size)
 
     def download(self, fraction: float = 1.0, policy: str = "largest") -> Download:
         """A fraction θd of the global parameters, chosen by ``policy`` (all of them at θd=1)."""
@@ -98,8 +96,9 @@ class ParameterServer:
 
     # --- checkpoints ---------------------------------------------------------------------
 
-    def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays and JSON facts that restore this server exactly (:meth:`from_state`)."""
+    def state(self, prefix: str = "") -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays (names under ``prefix``, so they can share a file with others) and JSON
+        facts that restore this server exactly (:meth:`from_state`)."""
         meta = {
             "version": self.version,
             "decay": self.decay,
@@ -112,10 +111,13 @@ class ParameterServer:
             "change": self.change,
             "last": self.last,
         }
-        return arrays, meta
+        return {prefix + k: v for k, v in arrays.items()}, meta
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> ParameterServer:
+    def from_state(
+        cls, arrays: dict[str, np.ndarray], meta: dict, prefix: str = ""
+    ) -> ParameterServer:
+        arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         server = cls(arrays["params"], Limits(**meta["limits"]), meta["decay"])
         server.version = int(meta["version"])
         server.counts, server.change = arrays["counts"].copy(), arrays["change"].copy()

@@ -343,8 +343,8 @@ class FlowerServer:
     def save(self, path: Path) -> None:
         from veil.core.io import save_arrays
 
-        arrays, meta = self.server.state()
-        arrays = {f"server.{k}": v for k, v in arrays.items()} | {"global": self.global_params}
+        arrays, meta = self.server.state(prefix="server.")
+        arrays["global"] = self.global_params
         save_arrays(path, arrays, self._facts() | {"server": meta}, CHECKPOINT_FORMAT)
 
     def load(self, path: Path) -> None:
@@ -352,8 +352,7 @@ class FlowerServer:
         from veil.core.io import load_arrays
 
         arrays, meta = load_arrays(path, CHECKPOINT_FORMAT)
-        server = {k[7:]: v for k, v in arrays.items() if k.startswith("server.")}
-        self.server = ParameterServer.from_state(server, meta["server"])
+        self.server = ParameterServer.from_state(arrays, meta["server"], prefix="server.")
         self.global_params = arrays["global"].copy()
         self.round, self.history, self.dropped = meta["round"], meta["history"], meta["dropped"]
         self.uploads, self.steps = meta["uploads"], meta["steps"]
