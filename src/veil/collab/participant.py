@@ -45,6 +45,25 @@ class LocalTraining:
         """Mini-batch steps per exchange on a shard of ``n`` examples."""
         return max(1, round(self.epochs * n / self.batch_size))
 
+    def sampling_rate(self, n: int) -> float:
+        """Poisson rate q of DP-SGD steps on a shard of ``n`` examples."""
+        return min(self.batch_size, n) / n
+
+    @staticmethod
+    def record_delta(n: int) -> float:
+        """δ of the record-level guarantee on a shard of ``n`` examples (below 1/n)."""
+        return min(1e-5, 0.5 / n)
+
+
+def record_level(local: LocalTraining, steps: list[int], sizes: list[int]) -> dict:
+    """Record-level (ε, δ) of local DP-SGD, for the participant with the most steps."""
+    from veil.dp import Accountant, GaussianEvent
+
+    i = max(range(len(steps)), key=steps.__getitem__)
+    n, delta = sizes[i], local.record_delta(sizes[i])
+    event = GaussianEvent(local.dp_sigma, local.sampling_rate(n), steps[i])
+    return {"record_epsilon": Accountant().add(event).epsilon(delta), "record_delta": delta}
+
 
 def flat(model: nn.Module) -> np.ndarray:
     """The model's parameters as one float32 vector (the coordinates DSSGD talks about)."""
@@ -125,16 +144,12 @@ class Participant:
             batch_size=min(self.local.batch_size, n),
             lr=self.local.lr,
             momentum=0.0,
-            delta=min(1e-5, 0.5 / n),
+            delta=self.local.record_delta(n),
             noise_seed=int(self.rng.integers(2**62)),
             seed=int(self.rng.integers(2**31)),
         )
-        dp.train(self.model, self.data, cfg, device="cpu", quiet=True)
-        self.steps_taken += cfg.plan(n)[1]
-
-    def dp_sampling_rate(self) -> float:
-        """Poisson rate q of this participant's DP-SGD steps."""
-        return min(self.local.batch_size, len(self.data)) / len(self.data)
+        result = dp.train(self.model, self.data, cfg, device="cpu", quiet=True)
+        self.steps_taken += result.guarantee.parameters["steps"]
 
     # --- state ----------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 
 from veil.collab import dssgd, fedavg
-from veil.collab.participant import LocalTraining, Participant, flat, set_flat
+from veil.collab.participant import LocalTraining, Participant, flat, record_level, set_flat
 from veil.collab.updates import UpdateRejected, wire_bytes
 from veil.core.errors import ConfigError, VeilError
 from veil.core.train import Prepared
@@ -404,7 +404,10 @@ class Outcome:
 def _result(state: Run, seconds: float, ledger, step: str) -> CollabResult:
     cfg = state.cfg
     params = state.server.params if cfg.algo == "dssgd" else state.global_params
-    record = _record_level(state) if cfg.local.dp_sigma is not None else None
+    record = None
+    if cfg.local.dp_sigma is not None:
+        ps = state.participants
+        record = record_level(cfg.local, [p.steps_taken for p in ps], [len(p.data) for p in ps])
     outcome = Outcome(
         cfg,
         params,
@@ -513,16 +516,6 @@ def _guarantee(state: Outcome, totals: dict, step: str):
         evidence={"totals": _jsonable(totals)},
         step=step,
     )
-
-
-def _record_level(state: Run) -> dict:
-    """Record-level ε of the participant with the most local DP-SGD steps."""
-    from veil.dp import Accountant, GaussianEvent
-
-    worst = max(state.participants, key=lambda p: p.steps_taken)
-    delta = min(1e-5, 0.5 / len(worst.data))
-    event = GaussianEvent(state.cfg.local.dp_sigma, worst.dp_sampling_rate(), worst.steps_taken)
-    return {"record_epsilon": Accountant().add(event).epsilon(delta), "record_delta": delta}
 
 
 def prepared_for(cfg: CollabConfig):

@@ -287,6 +287,7 @@ def run(
 def read_result(cfg, path: Path):
     """The :class:`~veil.collab.runner.Outcome` in a result file the ServerApp wrote."""
     from veil.collab.flower.server_app import RESULT_FORMAT
+    from veil.collab.participant import record_level
     from veil.collab.runner import Outcome
     from veil.core.io import load_arrays
 
@@ -299,20 +300,6 @@ def read_result(cfg, path: Path):
         facts["rejected"],
         facts["dropped"],
         facts["eps_u"],
-        _record_level(cfg, facts),
+        record_level(cfg.local, facts["steps"], facts["sizes"]) if cfg.local.dp_sigma else None,
         engine="flower",
     )
-
-
-def _record_level(cfg, facts: dict) -> dict | None:
-    """Record-level (ε, δ) of local DP-SGD, for the participant with the most steps."""
-    if cfg.local.dp_sigma is None:
-        return None
-    from veil.dp import Accountant, GaussianEvent
-
-    pid = max(range(cfg.participants), key=lambda i: facts["steps"][i])
-    n = facts["sizes"][pid]
-    q = min(cfg.local.batch_size, n) / n
-    delta = min(1e-5, 0.5 / n)
-    eps = Accountant().add(GaussianEvent(cfg.local.dp_sigma, q, facts["steps"][pid])).epsilon(delta)
-    return {"record_epsilon": eps, "record_delta": delta}
