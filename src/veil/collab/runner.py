@@ -161,7 +161,7 @@ class Run:
         self.global_model = p.model
         init = flat(p.model)
         self.size = init.size
-        self.participants = [participant_for(cfg, i, p) for i in range(cfg.participants)]
+        self.participants = participants_for(cfg, p)
         self.server = cfg.dssgd.server(init)
         self.global_params = init.copy()  # FedAvg's global model
         self.rng = np.random.default_rng(cfg.seed + 7919)
@@ -531,16 +531,30 @@ def prepared_for(cfg: CollabConfig):
     return p
 
 
-def participant_for(cfg: CollabConfig, pid: int, prepared) -> Participant:
-    """Participant ``pid``: its shard of the training set, a copy of the initial network."""
-    from veil.core.data import parse_scheme, split_sites
+def participants_for(cfg: CollabConfig, prepared, pids=None) -> list[Participant]:
+    """Participants ``pids`` (default: all): each its shard of the training set (the split
+    is computed once, and only the shards asked for are copied) and a copy of the initial
+    network."""
+    from veil.core.data import parse_scheme, partition
 
-    if not 0 <= pid < cfg.participants:
-        raise ConfigError(f"participant id {pid} is outside 0..{cfg.participants - 1}")
+    pids = range(cfg.participants) if pids is None else pids
+    if any(not 0 <= pid < cfg.participants for pid in pids):
+        raise ConfigError(f"participant ids must be in 0..{cfg.participants - 1}")
     scheme, kw = parse_scheme(cfg.partition)
-    shard = split_sites(prepared.train, cfg.participants, scheme, seed=cfg.seed, **kw)[pid]
-    seed = cfg.seed * 1000 + pid + 1
-    return Participant(pid, _copy_of(prepared.model), shard, cfg.local, seed=seed)
+    train = prepared.train
+    parts = partition(
+        train.targets.numpy(), cfg.participants, scheme, keys=train.keys, seed=cfg.seed, **kw
+    )
+    return [
+        Participant(
+            pid,
+            _copy_of(prepared.model),
+            train.subset(parts[pid]),
+            cfg.local,
+            seed=cfg.seed * 1000 + pid + 1,
+        )
+        for pid in pids
+    ]
 
 
 def _copy_of(model: nn.Module) -> nn.Module:

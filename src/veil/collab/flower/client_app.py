@@ -29,13 +29,13 @@ _node: dict = {}  # this process's participant, set by query.setup
 @app.query("setup")
 def setup(msg: Message, context: Context) -> Message:
     from veil.collab.participant import flat
-    from veil.collab.runner import CollabConfig, participant_for, prepared_for
+    from veil.collab.runner import CollabConfig, participants_for, prepared_for
 
     meta = msg.content["meta"]
     cfg = CollabConfig.from_dict(json.loads(str(meta["config"])))
     pid = int(context.node_config["partition-id"])
     prepared = prepared_for(cfg)
-    participant = participant_for(cfg, pid, prepared)
+    (participant,) = participants_for(cfg, prepared, [pid])
     eps_u = float(meta["eps_u"]) if "eps_u" in meta else None
     _node.clear()
     size = flat(participant.model).size
