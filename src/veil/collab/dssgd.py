@@ -113,12 +113,22 @@ def upload_epsilon(cfg: DSSGDConfig, uploads: int) -> float:
 
 def begin(
     server: ParameterServer, participant: Participant, cfg: DSSGDConfig, eps_u: float | None
-) -> tuple[SparseUpdate, Download]:
+) -> SparseUpdate:
     """Download, train, select: the participant's side of one exchange (nothing applied yet)."""
-    download = server.download(cfg.theta_down, cfg.download)
+    return exchange(participant, server.download(cfg.theta_down, cfg.download), cfg, eps_u)
+
+
+def exchange(
+    participant: Participant, download: Download, cfg: DSSGDConfig, eps_u: float | None
+) -> SparseUpdate:
+    """Overwrite the downloaded coordinates, train, and select what to upload."""
     participant.receive(download.indices, download.values)
-    update = share(participant, participant.train(), download.version, cfg, eps_u)
-    return update, download
+    return share(participant, participant.train(), download.version, cfg, eps_u)
+
+
+def round_order(order: str, n: int, rng: np.random.Generator):
+    """Who goes when in a sequential round: 0..n-1, or a fresh permutation."""
+    return range(n) if order == "round-robin" else (int(i) for i in rng.permutation(n))
 
 
 def share(

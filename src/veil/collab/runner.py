@@ -258,12 +258,10 @@ class Run:
         return update.nbytes(self.size)
 
     def dssgd_round(self) -> int:
-        n = self.cfg.participants
-        order = range(n) if self.cfg.order == "round-robin" else self.rng.permutation(n)
         sent = 0
-        for pid in order:
-            p = self.participants[int(pid)]
-            update, _ = dssgd.begin(self.server, p, self.cfg.dssgd, self.eps_u)
+        for pid in dssgd.round_order(self.cfg.order, self.cfg.participants, self.rng):
+            p = self.participants[pid]
+            update = dssgd.begin(self.server, p, self.cfg.dssgd, self.eps_u)
             if not self.drops(p.pid):
                 sent += self.deliver(update)
         return sent
@@ -288,7 +286,7 @@ class Run:
 
     def start(self, p: Participant) -> None:
         """Participant ``p`` downloads now and will upload after its simulated work time."""
-        update, _ = dssgd.begin(self.server, p, self.cfg.dssgd, self.eps_u)
+        update = dssgd.begin(self.server, p, self.cfg.dssgd, self.eps_u)
         self.attempts[p.pid] += 1
         pace = 1.0 + p.pid / max(1, self.cfg.participants - 1)  # 1x .. 2x the fastest
         self.pending[p.pid] = (self.clock + pace * self.rng.uniform(0.8, 1.2), update)

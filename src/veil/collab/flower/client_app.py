@@ -53,12 +53,13 @@ def _participant():
 @app.train("dssgd")
 def dssgd_exchange(msg: Message, context: Context) -> Message:
     from veil.collab import dssgd
+    from veil.collab.server import Download
     from veil.core.train import evaluate
 
     p = _participant()
     indices, values, version, _ = read_download(msg.content)
-    p.receive(indices, values)
-    update = dssgd.share(p, p.train(), version, _node["cfg"].dssgd, _node["eps_u"])
+    download = Download(indices, values, version, _node["size"])
+    update = dssgd.exchange(p, download, _node["cfg"].dssgd, _node["eps_u"])
     accuracy = evaluate(p.model, _node["test"], device="cpu")["accuracy"]
     content = update_content(update, _node["size"], accuracy=accuracy, steps=p.steps_taken)
     return Message(content, reply_to=msg)

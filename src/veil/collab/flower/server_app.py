@@ -20,6 +20,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from veil.collab import dssgd
 from veil.collab.flower.messages import download_content, read_update
 from veil.collab.flower.node import POLL_SECONDS, cap_sleeps, short_waits
 from veil.collab.updates import UpdateRejected, wire_bytes
@@ -172,10 +173,8 @@ class FlowerServer:
         )
 
     def dssgd_round(self) -> int:
-        n = self.cfg.participants
-        order = range(n) if self.cfg.order == "round-robin" else self.rng.permutation(n)
         sent = 0
-        for pid in map(int, order):
+        for pid in dssgd.round_order(self.cfg.order, self.cfg.participants, self.rng):
             (reply,) = self.exchange([self.dssgd_message(pid)]).values()
             if self._usable(reply, pid):
                 sent += self.deliver(reply, pid)
