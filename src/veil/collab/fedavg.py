@@ -88,6 +88,25 @@ def private_aggregate(
     return (total / (cfg.fraction * n_clients)).astype(np.float32)
 
 
+def next_global(
+    global_params: np.ndarray,
+    deltas: list[np.ndarray],
+    weights: list[float],
+    n_clients: int,
+    cfg: FedAvgConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The global model after a round: plus ``server_lr`` times the sample-weighted mean of
+    the updates (or, under DP, the noisy clipped aggregate); unchanged if none arrived."""
+    if cfg.private:
+        step = private_aggregate(deltas, global_params.size, n_clients, cfg, rng)
+    elif deltas:
+        step = aggregate(deltas, weights)
+    else:
+        return global_params
+    return global_params + cfg.server_lr * step
+
+
 def privacy_numbers(cfg: FedAvgConfig, rounds: int) -> dict:
     """Client-level (ε, δ) of ``rounds`` DP-FedAvg rounds (PLD accountant)."""
     from veil.dp import Accountant, GaussianEvent

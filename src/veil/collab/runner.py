@@ -28,7 +28,7 @@ from torch import nn
 
 from veil.collab import dssgd, fedavg
 from veil.collab.participant import LocalTraining, Participant, flat, record_level, set_flat
-from veil.collab.updates import UpdateRejected, wire_bytes
+from veil.collab.updates import UpdateRejected, dense_bytes
 from veil.core.errors import ConfigError, VeilError
 from veil.core.train import Prepared
 
@@ -304,16 +304,10 @@ class Run:
             deltas.append(delta)
             weights.append(len(p.data))
             self.uploads[pid] += 1
-            sent += wire_bytes(np.arange(self.size), self.size)
-        if cfg.private:
-            step = fedavg.private_aggregate(
-                deltas, self.size, self.cfg.participants, cfg, self.noise_rng
-            )
-        elif deltas:
-            step = fedavg.aggregate(deltas, weights)
-        else:
-            step = np.zeros(self.size, np.float32)
-        self.global_params = self.global_params + cfg.server_lr * step
+            sent += dense_bytes(self.size)
+        self.global_params = fedavg.next_global(
+            self.global_params, deltas, weights, self.cfg.participants, cfg, self.noise_rng
+        )
         return sent
 
     def evaluate(self, sent: int, seconds: float) -> dict:
@@ -424,7 +418,7 @@ def finish(outcome: Outcome, prepared, seconds: float, ledger, step: str) -> Col
     """The result of a run on any engine: global model, totals, guarantee (into ``ledger``)."""
     set_flat(prepared.model, outcome.params)
     size = outcome.params.size
-    dense = wire_bytes(np.arange(size), size)
+    dense = dense_bytes(size)
     up = sum(h["bytes_up"] for h in outcome.history)
     totals = {
         "parameters": size,

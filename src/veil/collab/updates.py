@@ -154,5 +154,11 @@ def wire_bytes(indices: np.ndarray, size: int) -> int:
     """Bytes of a sparse message: header, float32 values, Elias-Fano indices (none when all
     ``size`` coordinates are sent, in order)."""
     k = int(indices.size)
-    coded = 0 if k == size else encode_indices(indices, size).size
-    return HEADER_BYTES + 4 * k + coded
+    if k == size:
+        return dense_bytes(size)
+    return HEADER_BYTES + 4 * k + encode_indices(indices, size).size
+
+
+def dense_bytes(size: int) -> int:
+    """Bytes of a dense message of ``size`` float32 values (the baseline of every ratio)."""
+    return HEADER_BYTES + 4 * size

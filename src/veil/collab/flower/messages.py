@@ -67,8 +67,3 @@ def read_update(content: RecordDict, size: int) -> tuple[SparseUpdate, dict]:
     if values.dtype != VALUE_DTYPE:
         raise UpdateRejected(f"{who}: values must be float32, got {values.dtype}", "type")
     return SparseUpdate(pid, indices.astype(INDEX_DTYPE), values, base, n), meta
-
-
-def wire_size(content: RecordDict) -> int:
-    """Bytes of the arrays in a message (what :func:`veil.collab.updates.wire_bytes` counts)."""
-    return sum(a.numpy().nbytes for rec in content.array_records.values() for a in rec.values())

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from veil.collab import dssgd
 from veil.collab.flower.messages import download_content, read_update
 from veil.collab.flower.node import POLL_SECONDS, cap_sleeps, short_waits
-from veil.collab.updates import UpdateRejected, wire_bytes
+from veil.collab.updates import UpdateRejected, dense_bytes
 from veil.core.errors import VeilError
 from veil.core.train import Prepared
 
@@ -238,14 +238,10 @@ class FlowerServer:
             weights.append(self.sizes[pid])
             self.uploads[pid] += 1
             self.steps[pid] = int(meta.get("steps", 0))
-            sent += wire_bytes(idx, self.size)
-        if cfg.private:
-            step = fedavg.private_aggregate(
-                deltas, self.size, self.cfg.participants, cfg, self.noise_rng
-            )
-        else:
-            step = fedavg.aggregate(deltas, weights) if deltas else np.zeros(self.size, np.float32)
-        self.global_params = self.global_params + cfg.server_lr * step
+            sent += dense_bytes(self.size)
+        self.global_params = fedavg.next_global(
+            self.global_params, deltas, weights, self.cfg.participants, cfg, self.noise_rng
+        )
         return sent
 
     def secure_fedavg(self) -> None:
@@ -260,7 +256,7 @@ class FlowerServer:
 
         cap_sleeps(http_grid)  # the legacy workflow waits with send_and_receive (3 s polls)
         n, clock = self.cfg.participants, [time.perf_counter()]
-        dense = wire_bytes(np.arange(self.size), self.size)
+        dense = dense_bytes(self.size)
 
         def evaluate_fn(server_round: int, ndarrays, config):
             if server_round == 0:
