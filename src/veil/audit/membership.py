@@ -416,14 +416,11 @@ def audit_saved_model(
     which), non-members from the test split (``limit`` of each), reference models trained
     by ``recipe`` (``fit`` keywords)."""
     from veil.core import data as data_mod
-    from veil.core.errors import DataError
     from veil.core.io import load_model
     from veil.core.train import fit
 
     loaded = load_model(path)
-    name = data or loaded.extra.get("data")
-    if not name:
-        raise DataError(f"{path} does not say which data it was trained on; pass the data set")
+    name = loaded.data_name(data)
     train, test = data_mod.load(name, "train"), data_mod.load(name, "test")
     picked = loaded.extra.get("train_subset") or {}
     if picked.get("limit") is not None:  # the model saw only these: they are the members

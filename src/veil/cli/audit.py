@@ -142,16 +142,14 @@ def backdoor_scan(
 
     from veil.audit import backdoor
     from veil.core import data as data_mod
-    from veil.core.errors import DataError, refuse_overwrite
+    from veil.core.errors import refuse_overwrite
     from veil.core.guarantees import Guarantee, Ledger
     from veil.core.io import load_model
 
     out = ledger or model.with_suffix(".backdoor.json")
     refuse_overwrite(out, force)
     loaded = load_model(model)
-    name = data or loaded.extra.get("data")
-    if not name:
-        raise DataError(f"{model} does not say which data it was trained on; pass --data")
+    name = loaded.data_name(data, hint="pass --data")
     clean = data_mod.load(name, "test")
     clean = clean.subset(data_mod.sample_indices(len(clean), min(limit, len(clean)), 0))
     found = backdoor.neural_cleanse(loaded.model, clean, backdoor.CleanseConfig(steps=steps))
@@ -204,15 +202,13 @@ def backdoor_strip(
     from veil.audit import backdoor
     from veil.audit.backdoor.strip import load_inputs
     from veil.core import data as data_mod
-    from veil.core.errors import DataError, refuse_overwrite
+    from veil.core.errors import refuse_overwrite
     from veil.core.io import load_model, write_json
 
     target = out or inputs.with_suffix(".strip.json")
     refuse_overwrite(target, force)
     loaded = load_model(model)
-    name = data or loaded.extra.get("data")
-    if not name:
-        raise DataError(f"{model} does not say which data it was trained on; pass --data")
+    name = loaded.data_name(data, hint="pass --data")
     clean_set = data_mod.load(name, "test")
     suspicious = load_inputs(inputs, clean_set.input_shape)
     picked = data_mod.sample_indices(len(clean_set), min(500, len(clean_set)), 0)

@@ -30,14 +30,11 @@ def evaluate(
 ) -> None:
     """Accuracy and loss of a saved model on a data set split."""
     from veil.core import data as data_mod
-    from veil.core.errors import DataError
     from veil.core.io import load_model
     from veil.core.train import evaluate as evaluate_model
 
     loaded = load_model(path)
-    name = data or loaded.extra.get("data")
-    if not name:
-        raise DataError(f"{path} does not say which data it was trained on; pass --data")
+    name = loaded.data_name(data, hint="pass --data")
     metrics = evaluate_model(loaded.model, data_mod.load(name, split))
     typer.echo(
         f"{path} on {name}/{split}: accuracy {metrics['accuracy']:.4f}, "

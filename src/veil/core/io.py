@@ -55,6 +55,16 @@ class LoadedModel:
     spec: ModelSpec
     classes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    path: str = "model"
+
+    def data_name(self, override: str | None = None, hint: str = "pass the data set") -> str:
+        """``override``, else the data set the header says the model was trained on."""
+        from veil.core.errors import DataError
+
+        name = override or self.extra.get("data")
+        if not name:
+            raise DataError(f"{self.path} does not say which data it was trained on; {hint}")
+        return name
 
 
 def save_model(
@@ -157,7 +167,7 @@ def load_model_bytes(blob: bytes, name: str = "model", device: str = "cpu") -> L
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
         raise ModelFileError(f"{name}: weights do not fit {spec.name}: differing {diff}")
     model.load_state_dict(tensors, strict=True)
-    return LoadedModel(model.to(device).eval(), spec, header["classes"], header["extra"])
+    return LoadedModel(model.to(device).eval(), spec, header["classes"], header["extra"], name)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
