@@ -251,83 +251,30 @@ def test_image_share_recover_inspect(tmp_path, capsys):
             covers / f"{i}.png"
         )
     out = tmp_path / "shares"
-    assert (
-        main(
-            [
-                "image",
-                "share",
-                str(tmp_path / "scan.png"),
-                "--k",
-                "2",
-                "--n",
-                "3",
-                "--covers",
-                str(covers),
-                "-o",
-                str(out),
-            ]
-        )
-        == 0
-    )
+
+    def share(folder):
+        args = ["--k", "2", "--n", "3", "--covers", str(covers), "-o", str(folder)]
+        return main(["image", "share", str(tmp_path / "scan.png"), *args])
+
+    def recover(*shares, to):
+        return main(["image", "recover", *map(str, shares), "--key", key, "-o", str(to)])
+
+    assert share(out) == 0
     assert "PSNR" in capsys.readouterr().out
     entry = Ledger.load(out / "ledger.json").entries[0]
     assert entry.guarantee == "input" and entry.numbers["k"] == 2
     assert entry.numbers["min_psnr_db"] > 45 and len(entry.evidence["carriers"]) == 3
     key = str(out / "stego.key")
     back = tmp_path / "back.png"
-    assert (
-        main(
-            [
-                "image",
-                "recover",
-                str(out / "share-3.png"),
-                str(out / "share-1.png"),
-                "--key",
-                key,
-                "-o",
-                str(back),
-            ]
-        )
-        == 0
-    )
+    assert recover(out / "share-3.png", out / "share-1.png", to=back) == 0
     assert np.array_equal(np.array(Image.open(back)).astype(np.uint16), scan)
     assert main(["image", "inspect", str(out / "share-2.png"), "--key", key]) == 0
     assert '"k": 2' in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "image",
-                "recover",
-                str(out / "share-1.png"),
-                "--key",
-                key,
-                "-o",
-                str(tmp_path / "x.png"),
-            ]
-        )
-        == 2
-    )
+    assert recover(out / "share-1.png", to=tmp_path / "x.png") == 2
     assert "needs 2" in capsys.readouterr().err
     Image.fromarray(np.zeros((80, 80, 3), dtype=np.uint8)).save(covers / "3.jpg")
     (covers / "0.png").unlink()
-    assert (
-        main(
-            [
-                "image",
-                "share",
-                str(tmp_path / "scan.png"),
-                "--k",
-                "2",
-                "--n",
-                "3",
-                "--covers",
-                str(covers),
-                "-o",
-                str(tmp_path / "s2"),
-            ]
-        )
-        == 2
-    )
+    assert share(tmp_path / "s2") == 2
     assert "lossless" in capsys.readouterr().err
 
 
