@@ -237,6 +237,11 @@ class Run:
         self.rng.bit_generator.state = meta["rng"]
         self.noise_rng.bit_generator.state = meta["noise_rng"]
 
+    @property
+    def params(self) -> np.ndarray:
+        """The global parameters: the parameter server's (DSSGD) or FedAvg's."""
+        return self.server.params if self.cfg.algo == "dssgd" else self.global_params
+
     # --- one round -------------------------------------------------------------------------
 
     def drops(self, pid: int) -> bool:
@@ -313,8 +318,7 @@ class Run:
     def evaluate(self, sent: int, seconds: float) -> dict:
         from veil.core.train import evaluate
 
-        params = self.server.params if self.cfg.algo == "dssgd" else self.global_params
-        set_flat(self.global_model, params)
+        set_flat(self.global_model, self.params)
         row = {
             "round": self.round,
             "global_accuracy": evaluate(self.global_model, self.test, device="cpu")["accuracy"],
@@ -395,7 +399,7 @@ class Outcome:
 
 def _result(state: Run, seconds: float, ledger, step: str) -> CollabResult:
     cfg = state.cfg
-    params = state.server.params if cfg.algo == "dssgd" else state.global_params
+    params = state.params
     record = None
     if cfg.local.dp_sigma is not None:
         ps = state.participants

@@ -56,7 +56,8 @@ class Backdoored:
     seconds: float = 0.0
 
 
-def _poison(x, y, triggers: TriggerSet, rate: float, gen: torch.Generator):
+def _poison(x, triggers: TriggerSet, rate: float, gen: torch.Generator):
+    """The first ``rate`` share of the batch, and a target drawn for each of them."""
     m = max(1, round(rate * len(x)))
     pick = torch.tensor(triggers.targets)[torch.randint(len(triggers.targets), (m,), generator=gen)]
     return x[:m], pick
@@ -86,7 +87,7 @@ def train_backdoored(
     with progress(f"backdoor ({cfg.method}) on {train.name}", steps, quiet) as bar:
         for _ in range(cfg.epochs):
             for x, y in batches(train, cfg.batch_size, shuffle=True, generator=gen):
-                base, target = _poison(x, y, triggers, cfg.rate, gen)
+                base, target = _poison(x, triggers, cfg.rate, gen)
                 with torch.no_grad():
                     poisoned = triggers.apply(base, target, gen)
                 opt.zero_grad(set_to_none=True)

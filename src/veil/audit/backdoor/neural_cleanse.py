@@ -116,12 +116,13 @@ def neural_cleanse(
     defender) and flag the labels whose mask is anomalously small."""
     cfg = cfg or CleanseConfig()
     model.eval()
-    for p in model.parameters():
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:  # only the mask and pattern learn
         p.requires_grad_(False)
     try:
         found = [reverse_trigger(model, data, t, cfg) for t in range(data.num_classes)]
     finally:
-        for p in model.parameters():
+        for p in trainable:  # as they were: frozen layers stay frozen
             p.requires_grad_(True)
     norms = [f[0] for f in found]
     anomaly = anomaly_indices(norms)

@@ -287,19 +287,26 @@ def run(
 def read_result(cfg, path: Path):
     """The :class:`~veil.collab.runner.Outcome` in a result file the ServerApp wrote."""
     from veil.collab.flower.server_app import RESULT_FORMAT
-    from veil.collab.participant import record_level
-    from veil.collab.runner import Outcome
     from veil.core.io import load_arrays
 
     arrays, facts = load_arrays(path, RESULT_FORMAT)
+    return outcome_from(cfg, arrays["params"], facts)
+
+
+def outcome_from(cfg, params, facts: dict):
+    """A Flower run's :class:`~veil.collab.runner.Outcome` from its server's facts."""
+    from veil.collab.participant import record_level
+    from veil.collab.runner import Outcome
+
+    record = record_level(cfg.local, facts["steps"], facts["sizes"]) if cfg.local.dp_sigma else None
     return Outcome(
         cfg,
-        arrays["params"],
+        params,
         facts["history"],
         facts["uploads"],
         facts["rejected"],
         facts["dropped"],
         facts["eps_u"],
-        record_level(cfg.local, facts["steps"], facts["sizes"]) if cfg.local.dp_sigma else None,
+        record,
         engine="flower",
     )

@@ -46,17 +46,19 @@ def main(grid: Grid, context: Context) -> None:
     loop.run(resume=bool(rc.get("veil-resume", False)))
     out = Path(str(rc["veil-out"]))
     loop.write_result(out)
-    export(cfg, out, time.perf_counter() - start)
+    export(loop, out, time.perf_counter() - start)
 
 
-def export(cfg, result: Path, seconds: float) -> None:
+def export(loop: FlowerServer, result: Path, seconds: float) -> None:
     """Beside the result: the global model as a veil model file, and its ledger (with the
     training-data guarantee), for runs submitted with ``flwr run`` by hand."""
-    from veil.collab.flower.launcher import read_result
-    from veil.collab.runner import finish, prepared_for
+    from veil.collab.flower.launcher import outcome_from
+    from veil.collab.runner import finish
     from veil.core.io import save_trained_files
 
-    done = finish(read_result(cfg, result), prepared_for(cfg), seconds, None, "collab-train")
+    cfg = loop.cfg
+    outcome = outcome_from(cfg, loop.params, loop._facts())
+    done = finish(outcome, loop.prepared, seconds, None, "collab-train")
     prepared = Prepared(done.model, done.spec, done.train, done.test, {"seed": cfg.seed})
     save_trained_files(
         result.with_suffix(".veil"),
@@ -286,8 +288,7 @@ class FlowerServer:
         from veil.core.train import evaluate
 
         self.round += 1
-        params = self.server.params if self.cfg.algo == "dssgd" else self.global_params
-        set_flat(self.prepared.model, params)
+        set_flat(self.prepared.model, self.params)
         row = {
             "round": self.round,
             "global_accuracy": evaluate(self.prepared.model, self.prepared.test, device="cpu")[
@@ -352,8 +353,13 @@ class FlowerServer:
         self.round, self.history, self.dropped = meta["round"], meta["history"], meta["dropped"]
         self.uploads, self.steps = meta["uploads"], meta["steps"]
 
+    @property
+    def params(self) -> np.ndarray:
+        """The global parameters: the parameter server's (DSSGD) or FedAvg's."""
+        return self.server.params if self.cfg.algo == "dssgd" else self.global_params
+
     def write_result(self, path: Path) -> None:
         from veil.core.io import save_arrays
 
-        params = self.server.params if self.cfg.algo == "dssgd" else self.global_params
-        save_arrays(path, {"params": np.asarray(params, np.float32)}, self._facts(), RESULT_FORMAT)
+        arrays = {"params": np.asarray(self.params, np.float32)}
+        save_arrays(path, arrays, self._facts(), RESULT_FORMAT)
