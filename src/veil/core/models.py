@@ -17,10 +17,21 @@ from torch import nn
 
 from veil.core.errors import ModelError
 
+
+
+class Square(nn.Module):
+    """x -> x², the activation of CryptoNets: one multiplication, so homomorphic encryption can
+    evaluate it (ReLU cannot be computed on CKKS ciphertexts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
     "gelu": nn.GELU,
+    "square": Square,
 }
 
 
@@ -203,6 +214,31 @@ def cifar_cnn(
         nn.Linear(_flat_size(features, input_shape), 128),
         _activation(activation),
         nn.Linear(128, num_classes),
+    )
+
+
+@register_model("he-mlp")
+def he_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
+    """One hidden layer with x² (784-128-10 on MNIST): the HE benchmark's MLP, depth 3."""
+    return mlp(input_shape, num_classes, hidden=(hidden,), activation="square")
+
+
+@register_model("he-cnn")
+def he_cnn(
+    input_shape: tuple[int, ...], num_classes: int, channels: int = 5, hidden: int = 32
+) -> nn.Module:
+    """A CryptoNets-style CNN for encrypted inference: conv 5x5 stride 2, x², dense, x², dense.
+
+    Every layer is linear or a square, so CKKS evaluates it exactly up to its noise; the
+    convolution has 25 weights per output, which keeps encrypted cost low (veil.encrypted.he).
+    """
+    c, _, _ = _image_shape("he-cnn", input_shape, 9)
+    features = nn.Sequential(nn.Conv2d(c, channels, 5, stride=2), Square(), nn.Flatten())
+    return nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), hidden),
+        Square(),
+        nn.Linear(hidden, num_classes),
     )
 
 

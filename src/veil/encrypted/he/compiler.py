@@ -1,0 +1,223 @@
+"""Compile a torch model into what CKKS can evaluate: affine maps and quadratics.
+
+Every supported layer is affine (Linear, Conv1d/2d, AvgPool1d/2d, Flatten, BatchNorm in eval
+mode, Dropout, Identity) or a polynomial activation of degree two (:class:`Square`, or a
+fitted ``a x^2 + b x + c`` as :class:`Quadratic2`). Consecutive affine layers are composed
+into one matrix, so a BatchNorm folds into the layer before it and a convolution followed by
+average pooling costs one level, not two. Biases are folded too: each affine stage is the
+augmented map ``[W b; 0 1]`` acting on ``[x; 1]``, and the evaluator adds ``b`` as one
+plaintext laid out exactly like the product, never between two multiplications (that breaks
+the slot layout of TenSEAL's tutorial pattern). A quadratic ``a x^2 + b x + c`` is evaluated
+as ``x (x + b/a)`` (one level) with ``a`` and ``c`` folded into the next affine map.
+
+ReLU, max pooling and softmax are refused with the HE-friendly replacement named: the model
+returns logits and the client takes the argmax after decrypting.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.core.models import Square
+from veil.encrypted.he.ckks import HEError
+
+AFFINE_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.Flatten,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.Dropout,
+    nn.Identity,
+)
+REPLACEMENTS = {
+    nn.ReLU: "train with x² (veil he fit --model he-mlp|he-cnn) or a fitted quadratic",
+    nn.GELU: "a fitted quadratic or x²",
+    nn.Tanh: "a fitted quadratic or x²",
+    nn.Sigmoid: "a fitted quadratic",
+    nn.LeakyReLU: "x² or a fitted quadratic",
+    nn.MaxPool1d: "AvgPool (average pooling is linear)",
+    nn.MaxPool2d: "AvgPool2d (average pooling is linear)",
+    nn.Softmax: "nothing: return logits, the client takes argmax after decrypting",
+    nn.LogSoftmax: "nothing: return logits, the client takes argmax after decrypting",
+}
+
+
+class Quadratic2(nn.Module):
+    """The activation ``a x^2 + b x + c`` with fixed coefficients (e.g. fitted to ReLU)."""
+
+    def __init__(self, a: float, b: float, c: float):
+        super().__init__()
+        self.a, self.b, self.c = float(a), float(b), float(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x * x + self.b * x + self.c
+
+
+@dataclass
+class Affine:
+    """``y = weight @ x + bias``; ``layers`` names the torch layers folded into it."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    layers: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.weight.shape  # type: ignore[return-value]
+
+    def max_row_nonzeros(self) -> int:
+        return int((self.weight != 0).sum(axis=1).max())
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight.T + self.bias
+
+    def then(self, other: Affine) -> Affine:
+        """This map followed by ``other``, as one map."""
+        return Affine(
+            other.weight @ self.weight,
+            other.weight @ self.bias + other.bias,
+            self.layers + other.layers,
+        )
+
+
+@dataclass
+class Square2:
+    """``y = x (x + shift)`` elementwise: one ciphertext multiplication."""
+
+    width: int
+    shift: float = 0.0
+    layers: tuple[str, ...] = ()
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return x * (x + self.shift)
+
+
+@dataclass
+class Compiled:
+    """A model as CKKS stages; each stage costs one multiplicative level."""
+
+    stages: list
+    input_shape: tuple[int, ...]
+    num_classes: int
+    source: dict = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        return len(self.stages)
+
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.input_shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The logits in float64, as the encrypted evaluation computes them."""
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for stage in self.stages:
+            h = stage.apply(h)
+        return h
+
+    def weights(self) -> int:
+        """Nonzero weights: what batched evaluation pays for per image."""
+        return sum(int((s.weight != 0).sum()) for s in self.stages if isinstance(s, Affine))
+
+    def describe(self) -> list[str]:
+        out = []
+        for s in self.stages:
+            what = "affine {}x{}".format(*s.shape) if isinstance(s, Affine) else "x(x+c)"
+            out.append(f"{what} <- {', '.join(s.layers)}")
+        return out
+
+
+def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    if isinstance(module, nn.Sequential):
+        for name, child in module.named_children():
+            yield from _leaves(child, f"{prefix}{name}.")
+        return
+    name = prefix.rstrip(".") or type(module).__name__
+    if any(True for _ in module.children()):
+        raise HEError(
+            f"layer {name} ({type(module).__name__}) is not a plain sequence of layers; "
+            "HE compiles nn.Sequential models of supported layers"
+        )
+    yield name, module
+
+
+def _refuse(name: str, module: nn.Module) -> HEError:
+    for kind, fix in REPLACEMENTS.items():
+        if isinstance(module, kind):
+            return HEError(
+                f"layer {name} ({type(module).__name__}) cannot be evaluated on CKKS "
+                f"ciphertexts; use {fix}"
+            )
+    supported = ", ".join(k.__name__ for k in AFFINE_LAYERS) + ", Square, Quadratic2"
+    return HEError(f"layer {name} ({type(module).__name__}) is not supported; use: {supported}")
+
+
+def _probe(module: nn.Module, shape: tuple[int, ...], name: str) -> tuple[Affine, tuple]:
+    """The exact affine map of a linear layer, read off by applying it to the unit vectors."""
+    layer = copy.deepcopy(module).double().eval()
+    n = math.prod(shape)
+    with torch.no_grad():
+        try:
+            zero = layer(torch.zeros(1, *shape, dtype=torch.float64))
+            basis = layer(torch.eye(n, dtype=torch.float64).reshape(n, *shape))
+        except RuntimeError as e:
+            raise HEError(f"layer {name} cannot take inputs of shape {shape}: {e}") from e
+    bias = zero.reshape(-1).numpy()
+    weight = (basis.reshape(n, -1).numpy() - bias).T.copy()
+    return Affine(weight, bias.copy(), (name,)), tuple(zero.shape[1:])
+
+
+def _quadratic(module: nn.Module) -> tuple[float, float, float]:
+    if isinstance(module, Square):
+        return 1.0, 0.0, 0.0
+    return module.a, module.b, module.c
+
+
+def compile_model(model: nn.Module, input_shape: tuple[int, ...]) -> Compiled:
+    """Compile ``model`` (an ``nn.Sequential`` of supported layers) for ``input_shape`` inputs."""
+    shape = tuple(int(s) for s in input_shape)
+    stages: list = []
+    pending: Affine | None = None
+    for name, layer in _leaves(model):
+        if isinstance(layer, AFFINE_LAYERS):
+            step, shape = _probe(layer, shape, name)
+            pending = step if pending is None else pending.then(step)
+        elif isinstance(layer, Square | Quadratic2):
+            width = math.prod(shape)
+            a, b, c = _quadratic(layer)
+            if a == 0:
+                step = Affine(np.eye(width) * b, np.full(width, c), (name,))
+                pending = step if pending is None else pending.then(step)
+                continue
+            if pending is not None:
+                stages.append(pending)
+            stages.append(Square2(width, b / a, (name,)))
+            pending = Affine(np.eye(width) * a, np.full(width, c), (name,))
+        else:
+            raise _refuse(name, layer)
+    if pending is not None:
+        stages.append(pending)  # after a final quadratic this is its scale: one more level
+    if not stages:
+        raise HEError("the model has no layers to evaluate")
+    if len(shape) != 1:
+        raise HEError(f"the model must end in a vector of logits, not shape {shape}")
+    return Compiled(stages, tuple(int(s) for s in input_shape), int(shape[0]))
+
+
+def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Plaintext logits of the torch model in float64 (the reference for encrypted results)."""
+    m = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        return m(torch.as_tensor(np.asarray(x), dtype=torch.float64)).numpy()
