@@ -79,7 +79,10 @@ def test_reply_tampering_is_detected_by_the_client(setup):
 def test_ciphertext_from_other_keys_is_rejected(setup):
     _, x, server, client, public = setup
     deeper = Client(
-        {**server.spec(), "params": {**server.spec()["params"], "bits": [50, 30, 30, 30, 50], "scale_bits": 30}}
+        {
+            **server.spec(),
+            "params": {**server.spec()["params"], "bits": [50, 30, 30, 30, 50], "scale_bits": 30},
+        }
     )
     with pytest.raises(HEError):
         server.evaluate(public, deeper.encrypt(x, "batch"))

@@ -214,3 +214,67 @@ class Client:
             logits = np.stack([vector_output(self.context.decrypt(ct), classes) for ct in cts])
         self.timing.decrypt_s += time.perf_counter() - start
         return logits
+
+
+def guarantees(spec: dict, numbers: dict | None = None, step: str = "he") -> list:
+    """The input- and output-privacy claims of a run, with its parameters and measurements."""
+    from veil.core.guarantees import Guarantee
+
+    p = spec["params"]
+    parameters = {
+        "scheme": "CKKS",
+        "library": "Microsoft SEAL (tenseal.sealapi)",
+        "ring_size": p["n"],
+        "modulus_bits": p["bits"],
+        "scale_bits": p["scale_bits"],
+        "security_bits": 128,
+        "depth": spec["depth"],
+    }
+    threat = (
+        "semi-honest server that runs the model as given; the client keeps the secret key and "
+        "never returns a decryption to the server; the server learns the input count, the "
+        "packing and the timing, not the values"
+    )
+    mechanism = "CKKS homomorphic encryption"
+    return [
+        Guarantee(
+            guarantee="input",
+            mechanism=mechanism,
+            claim="the server computes on RLWE ciphertexts only (IND-CPA, 128-bit parameters)",
+            threat_model=threat,
+            parameters=parameters,
+            numbers=dict(numbers or {}),
+            evidence={"server_context_has_secret_key": False},
+            step=step,
+        ),
+        Guarantee(
+            guarantee="output",
+            mechanism=mechanism,
+            claim="the logits leave the server encrypted; only the key holder can read them",
+            threat_model=threat,
+            parameters=parameters,
+            numbers=dict(numbers or {}),
+            step=step,
+        ),
+    ]
+
+
+def run_local(
+    model: EncryptedModel, images: np.ndarray, packing: str = "auto", batch: int | None = None
+) -> tuple[np.ndarray, Client, float]:
+    """Client and server in one process (tests, benchmarks, pipeline): logits, the client,
+    and the server's evaluation seconds."""
+    client = Client(model.spec(), (packing,) if packing != "auto" else PACKINGS)
+    public = client.public()
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    size = batch or (client.params.slots if choose_packing(model.spec(), len(x)) == "batch" else 1)
+    if packing == "vector":
+        size = batch or 1
+    parts, server_s = [], 0.0
+    for start in range(0, len(x), size):
+        request = client.encrypt(x[start : start + size], packing)
+        t = time.perf_counter()
+        reply = model.evaluate(public, request)
+        server_s += time.perf_counter() - t
+        parts.append(client.decrypt(reply))
+    return np.concatenate(parts), client, server_s

@@ -1,0 +1,107 @@
+"""``veil he``: fit an HE-friendly model, check it, serve it, classify over HTTP encrypted."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from veil.cli.main import main
+from veil.collab.flower.launcher import free_port
+from veil.core.guarantees import Ledger
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("he") / "m.veil"
+    args = ["-q", "he", "fit", "-d", "digits", "-m", "he-mlp", "-O", "hidden=16", "--epochs", "20"]
+    assert main([*args, "-o", str(out)]) == 0
+    return out
+
+
+def test_check_agrees_with_plaintext(model_file, tmp_path, capsys):
+    ledger = tmp_path / "l.json"
+    assert main(["he", "check", str(model_file), "--limit", "8", "--ledger", str(ledger)]) == 0
+    assert "argmax agreement 1.0000" in capsys.readouterr().out
+    kinds = {g.guarantee: g for g in Ledger.load(ledger).entries}
+    assert set(kinds) == {"input", "output"}
+    assert kinds["input"].numbers["max_abs_error"] < 1e-3
+    assert kinds["input"].parameters["security_bits"] == 128
+
+
+def test_fit_refuses_relu_models_at_compile(tmp_path, capsys):
+    args = [
+        "he",
+        "fit",
+        "-d",
+        "digits",
+        "-m",
+        "mlp",
+        "--epochs",
+        "1",
+        "-o",
+        str(tmp_path / "r.veil"),
+    ]
+    assert main(args) == 2
+    assert "ReLU" in capsys.readouterr().err and not (tmp_path / "r.veil").exists()
+
+
+def test_serve_and_infer_over_http(model_file, tmp_path, capsys):
+    port, token = free_port(), tmp_path / "token"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "veil.cli.main",
+            "he",
+            "serve",
+            str(model_file),
+            "--port",
+            str(port),
+            "--token-file",
+            str(token),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/v1/model", timeout=1).status_code == 401:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert oct(token.stat().st_mode & 0o777) == "0o600"
+        ledger = tmp_path / "infer.json"
+        args = [
+            "he",
+            "infer",
+            "--server",
+            url,
+            "-d",
+            "digits",
+            "--limit",
+            "20",
+            "--token-file",
+            str(token),
+            "--ledger",
+            str(ledger),
+        ]
+        assert main(args) == 0
+        accuracy = float(re.search(r"accuracy (\S+),", capsys.readouterr().out).group(1))
+        assert accuracy > 0.7
+        assert {g.guarantee for g in Ledger.load(ledger).entries} == {"input", "output"}
+        token.write_text("x" * 43)
+        assert main(args) == 2
+        assert "401" in capsys.readouterr().err
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=20)
