@@ -227,18 +227,19 @@ def he_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) ->
 def he_cnn(
     input_shape: tuple[int, ...], num_classes: int, channels: int = 5, hidden: int = 32
 ) -> nn.Module:
-    """A CryptoNets-style CNN for encrypted inference: conv 5x5 stride 2, x², dense, x², dense.
+    """A CryptoNets-style CNN for encrypted inference: conv 5x5 stride 2, x², dense, x², dense
+    (``hidden=0``: conv, x², dense).
 
     Every layer is linear or a square, so CKKS evaluates it exactly up to its noise; the
     convolution has 25 weights per output, which keeps encrypted cost low (veil.encrypted.he).
     """
-    c, _, _ = _image_shape("he-cnn", input_shape, 9)
+    c, _, _ = _image_shape("he-cnn", input_shape, 5)
     features = nn.Sequential(nn.Conv2d(c, channels, 5, stride=2), Square(), nn.Flatten())
+    width = _flat_size(features, input_shape)
+    if not hidden:  # conv, x², dense: depth 3, the cheapest to evaluate encrypted
+        return nn.Sequential(features, nn.Linear(width, num_classes))
     return nn.Sequential(
-        features,
-        nn.Linear(_flat_size(features, input_shape), hidden),
-        Square(),
-        nn.Linear(hidden, num_classes),
+        features, nn.Linear(width, hidden), Square(), nn.Linear(hidden, num_classes)
     )
 
 
