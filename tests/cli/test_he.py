@@ -105,3 +105,14 @@ def test_serve_and_infer_over_http(model_file, tmp_path, capsys):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=20)
+
+
+def test_fit_from_a_relu_model_swaps_in_squares(tmp_path, capsys):
+    relu = tmp_path / "relu.veil"
+    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "20"]
+    assert main([*args, "-o", str(relu)]) == 0
+    out = tmp_path / "sq.veil"
+    assert main(["-q", "he", "fit", "--from", str(relu), "--epochs", "20", "-o", str(out)]) == 0
+    message = capsys.readouterr().err
+    assert "compiles to depth 3" in message
+    assert float(re.search(r"test accuracy (\S+);", message).group(1)) > 0.8

@@ -31,6 +31,9 @@ def fit(
     ),
     seed: int = typer.Option(0, help="Seed."),
     limit: int = typer.Option(None, help="Train on N random examples only."),
+    start: Path = typer.Option(
+        None, "--from", help="Fine-tune this model file (e.g. an mlp with ReLU) with x² instead."
+    ),
     out: Path = typer.Option(Path("he-model.veil"), "--out", "-o", help="Model file to write."),
     ledger: Path = typer.Option(None, help="Ledger (default: OUT with .ledger.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
@@ -42,17 +45,14 @@ def fit(
     from veil.encrypted.he import EncryptedModel, compile_model
 
     ledger_path = check_outputs(out, ledger, force)
-    trained = train_named(
-        data,
-        model,
-        model_options=parse_options(option),
-        limit=limit,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer="adam",
-        seed=seed,
-    )
+    fit_options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": "adam"}
+    if start is not None:
+        trained = _fine_tune(start, limit, seed, fit_options)
+        model, data = trained.spec.name, trained.train.name
+    else:
+        trained = train_named(
+            data, model, model_options=parse_options(option), limit=limit, seed=seed, **fit_options
+        )
     served = EncryptedModel(compile_model(trained.model, trained.spec.input_shape))
     save_outputs(out, ledger_path, trained, trained.record("he-fit"), f"he fit {model} on {data}")
     p = served.params
@@ -61,6 +61,20 @@ def fit(
         f"compiles to depth {served.model.depth} (CKKS N={p.n}, modulus {list(p.bits)}); "
         f"wrote {out}"
     )
+
+
+def _fine_tune(path: Path, limit: int | None, seed: int, fit_options: dict):
+    """A saved model with its activation replaced by x², fine-tuned on its own data set."""
+    from veil.core.io import load_model
+    from veil.core.train import Trained, fit, prepare
+    from veil.encrypted.he.compiler import with_square_activations
+
+    loaded = load_model(path)
+    spec, net = with_square_activations(loaded.spec, loaded.model)
+    prepared = prepare(loaded.data_name(), spec.name, model_options=spec.options, limit=limit)
+    result = fit(net, prepared.train, eval_data=prepared.test, seed=seed, **fit_options)
+    subset = {**prepared.subset, "fine_tuned_from": str(path)}
+    return Trained(net, spec, prepared.train, prepared.test, subset, result)
 
 
 def _served(path: Path, limit: int = 256):

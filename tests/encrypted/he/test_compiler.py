@@ -116,3 +116,19 @@ def test_reference_networks_compile():
     assert compiled.depth == 5
     assert compiled.stages[0].max_row_nonzeros() == 25
     assert compile_model(build("he-mlp", (64,), 10), (64,)).depth == 3
+
+
+def test_square_activations_keep_the_weights():
+    from veil.core.models import spec_of
+    from veil.encrypted.he.compiler import with_square_activations
+
+    spec = spec_of("mlp", (6,), 3, hidden=[5])
+    relu = spec.build()
+    new_spec, squared = with_square_activations(spec, relu)
+    assert new_spec.options["activation"] == "square"
+    assert all(
+        torch.equal(a, b) for a, b in zip(relu.parameters(), squared.parameters(), strict=True)
+    )
+    assert compile_model(squared, (6,)).depth == 3
+    with pytest.raises(HEError, match="no activation"):
+        with_square_activations(spec_of("he-cnn", (1, 8, 8), 10), build("he-cnn", (1, 8, 8), 10))

@@ -221,3 +221,23 @@ def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     m = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         return m(torch.as_tensor(np.asarray(x), dtype=torch.float64)).numpy()
+
+
+def with_square_activations(spec, model: nn.Module):
+    """The same network with x² in place of its activation, weights kept, to fine-tune.
+
+    Works for reference networks built with an ``activation`` option (``mlp``, ``he-*``);
+    max pooling elsewhere is still refused when compiling.
+    """
+    from veil.core.errors import ModelError
+    from veil.core.models import ModelSpec
+
+    new_spec = ModelSpec(
+        spec.name, spec.input_shape, spec.num_classes, {**spec.options, "activation": "square"}
+    )
+    try:
+        new = new_spec.build()
+    except ModelError as e:
+        raise HEError(f"{spec.name} has no activation to replace with x²: {e}") from e
+    new.load_state_dict(model.state_dict())
+    return new_spec, new
