@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from veil.cli.main import main
-from veil.collab.flower.launcher import free_port
 from veil.core.guarantees import Ledger
+from veil.encrypted.he.service import Running
 
 
 @pytest.fixture(scope="module")
@@ -53,45 +48,20 @@ def test_fit_refuses_relu_models_at_compile(tmp_path, capsys):
 
 
 def test_serve_and_infer_over_http(model_file, tmp_path, capsys):
-    port, token = free_port(), tmp_path / "token"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "veil.cli.main",
-            "he",
-            "serve",
-            str(model_file),
-            "--port",
-            str(port),
-            "--token-file",
-            str(token),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/v1/model", timeout=1).status_code == 401:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert oct(token.stat().st_mode & 0o777) == "0o600"
+    with Running(model_file, tmp_path) as service:
+        assert oct(service.token_file.stat().st_mode & 0o777) == "0o600"
         ledger = tmp_path / "infer.json"
         args = [
             "he",
             "infer",
             "--server",
-            url,
+            service.url,
             "-d",
             "digits",
             "--limit",
             "20",
             "--token-file",
-            str(token),
+            str(service.token_file),
             "--ledger",
             str(ledger),
         ]
@@ -99,12 +69,13 @@ def test_serve_and_infer_over_http(model_file, tmp_path, capsys):
         accuracy = float(re.search(r"accuracy (\S+),", capsys.readouterr().out).group(1))
         assert accuracy > 0.7
         assert {g.guarantee for g in Ledger.load(ledger).entries} == {"input", "output"}
-        token.write_text("x" * 43)
-        assert main(args) == 2
+        wrong = tmp_path / "wrong"
+        wrong.write_text("x" * 43)
+        assert main([*args[:-4], "--token-file", str(wrong)]) == 2
         assert "401" in capsys.readouterr().err
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
+        pid = service.process.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped by PID
 
 
 def test_fit_from_a_relu_model_swaps_in_squares(tmp_path, capsys):

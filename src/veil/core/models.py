@@ -18,7 +18,6 @@ from torch import nn
 from veil.core.errors import ModelError
 
 
-
 class Square(nn.Module):
     """x -> x², the activation of CryptoNets: one multiplication, so homomorphic encryption can
     evaluate it (ReLU cannot be computed on CKKS ciphertexts)."""

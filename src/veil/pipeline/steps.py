@@ -60,7 +60,12 @@ class StepKind:
 _STEPS: dict[str, StepKind] = {}
 # Modules that register the step kinds of technique packages; imported on first lookup so
 # that `veil --help` and scenario parsing never pay for packages a run does not use.
-STEP_MODULES = ("veil.pipeline.dp_step", "veil.pipeline.collab_step", "veil.pipeline.audit_step")
+STEP_MODULES = (
+    "veil.pipeline.dp_step",
+    "veil.pipeline.collab_step",
+    "veil.pipeline.audit_step",
+    "veil.pipeline.he_step",
+)
 _loaded = False
 
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from veil.core.errors import VeilError
+from veil.core.net import free_port
 
 APP_FILES = {
     "veil_app/__init__.py": '"""veil collaborative training as a Flower app."""\n',
@@ -52,12 +52,6 @@ clientapp = "veil_app.client:app"
 
 [tool.flwr.app.config]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_app(folder: Path, config: dict) -> Path:

@@ -152,3 +152,91 @@ class RemoteClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+class Running:
+    """``veil he serve MODEL`` as a child process on 127.0.0.1, stopped by PID on exit.
+
+    Example::
+
+        with Running(model_path, folder) as service:
+            logits = service.client().infer(images)
+    """
+
+    def __init__(self, model_path, folder, port: int | None = None, wait_s: float = 60.0):
+        from pathlib import Path
+
+        self.model_path, self.folder = Path(model_path), Path(folder)
+        self.port, self.wait_s = port, wait_s
+        self.token_file = self.folder / "he-service.token"
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Running:
+        import os
+        import subprocess
+        import sys
+
+        from veil.core.net import free_port
+
+        self.port = self.port or free_port()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "veil.cli.main", "he", "serve", str(self.model_path)]
+        command += ["--port", str(self.port), "--token-file", str(self.token_file)]
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "VEIL_QUIET": "1"},
+        )
+        try:
+            self._wait()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait(self) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace").strip()
+                raise VeilError(f"the HE service exited: {err.splitlines()[-1] if err else '?'}")
+            try:
+                if httpx.get(f"{self.url}/v1/model", timeout=1).status_code == 401:
+                    return  # up, and refusing strangers
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise VeilError(f"the HE service did not start within {self.wait_s:.0f} s")
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def client(self, packings=("batch", "vector")) -> RemoteClient:
+        return RemoteClient(self.url, self.token(), packings=packings)
+
+    def __exit__(self, *exc) -> None:
+        import os
+        import signal
+
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except Exception:  # noqa: BLE001 - it would not stop: make sure it does
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        finally:
+            self.process.stderr.close()
+            self.process = None
