@@ -110,3 +110,15 @@ def test_unpack_refuses_truncation_and_other_kinds():
         unpack(data[:-1], "ciphertexts")
     with pytest.raises(HEError, match="expected"):
         unpack(data, "public context")
+
+
+def test_for_model_names_the_layer_that_is_one_too_many():
+    from torch import nn
+
+    from veil.core.models import Square
+
+    layers = [nn.Linear(4, 4)]
+    for _ in range(max_depth()):
+        layers += [Square(), nn.Linear(4, 4)]
+    with pytest.raises(HEError, match="one too many"):
+        Context.for_model(nn.Sequential(*layers), input_shape=(4,))

@@ -11,6 +11,7 @@ from veil.core.models import Square
 from veil.encrypted.he import (
     Context,
     HEError,
+    Quadratic2,
     VectorEvaluator,
     VectorPlan,
     compile_model,
@@ -35,6 +36,15 @@ def _models():
     )
     yield nn.Sequential(nn.Flatten(), nn.Linear(16, 20), Square(), nn.Linear(20, 5)), (1, 4, 4)
     yield nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 3)), (1, 4, 4)
+    bn = nn.BatchNorm1d(3)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    yield (
+        nn.Sequential(
+            nn.Conv1d(1, 3, 3), bn, Quadratic2(0.3, 0.5, 0.1), nn.Flatten(), nn.Linear(18, 4)
+        ).eval(),
+        (1, 8),
+    )
 
 
 CASES = list(_models())

@@ -136,12 +136,14 @@ def headroom_bits(model, sample: np.ndarray | None = None, margin: int = 8) -> i
     return int(min(40, max(20, math.ceil(math.log2(peak)) + margin)))
 
 
-def _compiled(model):
-    from veil.encrypted.he.compiler import Compiled
+def _compiled(model, input_shape):
+    from veil.encrypted.he.compiler import Compiled, compile_model
 
     if isinstance(model, Compiled):
         return model
-    raise HEError("Context.for_model needs a compiled model: veil.encrypted.he.compile_model")
+    if input_shape is None:
+        raise HEError("Context.for_model needs input_shape for a torch model")
+    return compile_model(model, input_shape)
 
 
 # -- the container every HE message uses: magic, JSON header, length-prefixed blobs ----------
@@ -417,13 +419,14 @@ class Context:
         packing: Sequence[str] = ("batch", "vector"),
         sample: np.ndarray | None = None,
         min_scale_bits: int = 30,
+        input_shape: tuple[int, ...] | None = None,
     ) -> Context:
         """Keys sized for ``model`` (a torch model or a compiled one): its depth picks the ring,
         modulus chain and scale within 128-bit security; ``sample`` inputs size the integer
         headroom; vector packing adds exactly the rotation keys its plan uses."""
         from veil.encrypted.he.packing import VectorPlan
 
-        compiled = _compiled(model)
+        compiled = _compiled(model, input_shape)
         headroom = headroom_bits(compiled, sample)
         try:
             params = choose_params(compiled.depth, headroom, min_scale_bits)

@@ -290,8 +290,13 @@ class VectorEvaluator:
         self._plain: dict = {}
 
     def _plains(self, key, make, parms, scale) -> list:
+        """Encoded slot vectors, cached; None for one that encodes to zero (SEAL refuses a
+        product with a zero plaintext as transparent, and it adds nothing)."""
         if key not in self._plain:
-            self._plain[key] = [self.ctx.ring.plain(v, parms, scale) for v in make()]
+            self._plain[key] = [
+                self.ctx.ring.plain(v, parms, scale) if np.abs(v).max() * scale >= 0.5 else None
+                for v in make()
+            ]
         return self._plain[key]
 
     def run(self, cts: list):
@@ -321,11 +326,20 @@ class VectorEvaluator:
             cts[0].parms_id(),
             scale,
         )
-        acc, product = self.ctx.ring.ciphertext(), self.ctx.ring.ciphertext()
-        ev.multiply_plain(cts[0], plains[0], acc)
-        for ct, pt in zip(cts[1:], plains[1:], strict=True):
-            ev.multiply_plain(ct, pt, product)
-            ev.add_inplace(acc, product)
+        acc, product = None, self.ctx.ring.ciphertext()
+        for ct, pt in zip(cts, plains, strict=True):
+            if pt is None:
+                continue
+            if acc is None:
+                acc = self.ctx.ring.ciphertext()
+                ev.multiply_plain(ct, pt, acc)
+            else:
+                ev.multiply_plain(ct, pt, product)
+                ev.add_inplace(acc, product)
+        if acc is None:
+            raise HEError(
+                f"the first stage ({', '.join(stage.layers)}) has no weight above the scale"
+            )
         ev.rescale_to_next_inplace(acc)
         self._bias(stage, layout, acc)
         return acc
@@ -345,15 +359,21 @@ class VectorEvaluator:
         for g in range(0, out, baby):
             inner = None
             for j in range(min(baby, out - g)):
+                if diags[g + j] is None:
+                    continue
                 if inner is None:
                     inner = ring.ciphertext()
                     ev.multiply_plain(rotated[j], diags[g + j], inner)
                 else:
                     ev.multiply_plain(rotated[j], diags[g + j], product)
                     ev.add_inplace(inner, product)
+            if inner is None:
+                continue
             if g:
                 ev.rotate_vector_inplace(inner, g, gk)
             total = inner if total is None else _added(ev, total, inner)
+        if total is None:
+            raise HEError(f"stage {k} ({', '.join(stage.layers)}) has no weight above the scale")
         ev.rescale_to_next_inplace(total)
         w = window // 2
         while w >= out:
