@@ -169,7 +169,7 @@ def infer(
     remote = RemoteClient(server, _token(token_file, create=False))
     start = time.perf_counter()
     try:
-        step = len(x) if packing != "vector" else 1
+        step = 1 if packing == "vector" else remote.client.params.slots
         logits = [remote.infer(x[i : i + step], packing) for i in range(0, len(x), step)]
     finally:
         remote.close()

@@ -47,6 +47,10 @@ PACKINGS = ("batch", "vector")
 # Relative cost of one rotation and one ciphertext square to one plaintext product + add,
 # measured with SEAL at N=8192 (1.55 ms, 1.9 ms vs 0.16 ms): used only to choose a packing.
 ROTATION_COST, SQUARE_COST = 10.0, 12.0
+# Per input ciphertext per limb: the client encodes, encrypts and serialises it, both sides
+# hash it and it crosses the wire (about 2 ms at N=8192 plus transfer): 100 MNIST images
+# over HTTP took 41 s one by one and about 10 s as one batch, hence this weight.
+SEND_COST = 40.0
 
 
 class EncryptedModel:
@@ -119,7 +123,8 @@ class EncryptedModel:
 
     def batch_cost(self) -> float:
         """Work units of one batched evaluation (any number of images up to the slots)."""
-        cost, limbs = 0.0, self.model.depth + 1
+        limbs = self.model.depth + 1
+        cost = SEND_COST * limbs * self.model.input_size
         for stage in self.model.stages:
             weights = int((stage.weight != 0).sum()) if isinstance(stage, Affine) else 0
             cost += limbs * (weights or SQUARE_COST * stage.width)
@@ -128,7 +133,8 @@ class EncryptedModel:
 
     def vector_cost(self) -> float:
         """Work units of one image under vector packing."""
-        plan, cost, limbs = self.plan(self.params.slots), 0.0, self.model.depth + 1
+        plan, limbs = self.plan(self.params.slots), self.model.depth + 1
+        cost = SEND_COST * limbs * (1 if plan.gather is None else len(plan.gather[0]))
         for k, (stage, layout) in enumerate(zip(self.model.stages, plan.layouts, strict=True)):
             if not isinstance(stage, Affine):
                 cost += limbs * SQUARE_COST
