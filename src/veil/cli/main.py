@@ -11,7 +11,7 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import audit, collab, data, dp, he, image, model, report, run, train
+from veil.cli import audit, collab, data, dp, he, image, model, mpc, report, run, train
 
 app = typer.Typer(
     name="veil",
@@ -27,6 +27,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(dp.app, name="dp")
 app.add_typer(collab.app, name="collab")
 app.add_typer(he.app, name="he")
+app.add_typer(mpc.app, name="mpc")
 app.add_typer(image.app, name="image")
 app.add_typer(audit.app, name="audit")
 app.command("train")(train.train)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,19 +26,8 @@ from torch import nn
 
 from veil.core.models import Square
 from veil.encrypted.he.ckks import HEError
+from veil.encrypted.layers import AFFINE_LAYERS, Affine, leaves, probe_affine
 
-AFFINE_LAYERS = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.Flatten,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.Dropout,
-    nn.Identity,
-)
 REPLACEMENTS = {
     nn.ReLU: "train with x² (veil he fit --model he-mlp|he-cnn) or a fitted quadratic",
     nn.GELU: "a fitted quadratic or x²",
@@ -62,33 +50,6 @@ class Quadratic2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.a * x * x + self.b * x + self.c
-
-
-@dataclass
-class Affine:
-    """``y = weight @ x + bias``; ``layers`` names the torch layers folded into it."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    layers: tuple[str, ...] = ()
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.weight.shape  # type: ignore[return-value]
-
-    def max_row_nonzeros(self) -> int:
-        return int((self.weight != 0).sum(axis=1).max())
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.weight.T + self.bias
-
-    def then(self, other: Affine) -> Affine:
-        """This map followed by ``other``, as one map."""
-        return Affine(
-            other.weight @ self.weight,
-            other.weight @ self.bias + other.bias,
-            self.layers + other.layers,
-        )
 
 
 @dataclass
@@ -139,20 +100,6 @@ class Compiled:
         return out
 
 
-def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-        return
-    name = prefix.rstrip(".") or type(module).__name__
-    if any(True for _ in module.children()):
-        raise HEError(
-            f"layer {name} ({type(module).__name__}) is not a plain sequence of layers; "
-            "HE compiles nn.Sequential models of supported layers"
-        )
-    yield name, module
-
-
 def _refuse(name: str, module: nn.Module) -> HEError:
     for kind, fix in REPLACEMENTS.items():
         if isinstance(module, kind):
@@ -162,21 +109,6 @@ def _refuse(name: str, module: nn.Module) -> HEError:
             )
     supported = ", ".join(k.__name__ for k in AFFINE_LAYERS) + ", Square, Quadratic2"
     return HEError(f"layer {name} ({type(module).__name__}) is not supported; use: {supported}")
-
-
-def _probe(module: nn.Module, shape: tuple[int, ...], name: str) -> tuple[Affine, tuple]:
-    """The exact affine map of a linear layer, read off by applying it to the unit vectors."""
-    layer = copy.deepcopy(module).double().eval()
-    n = math.prod(shape)
-    with torch.no_grad():
-        try:
-            zero = layer(torch.zeros(1, *shape, dtype=torch.float64))
-            basis = layer(torch.eye(n, dtype=torch.float64).reshape(n, *shape))
-        except RuntimeError as e:
-            raise HEError(f"layer {name} cannot take inputs of shape {shape}: {e}") from e
-    bias = zero.reshape(-1).numpy()
-    weight = (basis.reshape(n, -1).numpy() - bias).T.copy()
-    return Affine(weight, bias.copy(), (name,)), tuple(zero.shape[1:])
 
 
 def _quadratic(module: nn.Module) -> tuple[float, float, float]:
@@ -190,9 +122,9 @@ def compile_model(model: nn.Module, input_shape: tuple[int, ...]) -> Compiled:
     shape = tuple(int(s) for s in input_shape)
     stages: list = []
     pending: Affine | None = None
-    for name, layer in _leaves(model):
+    for name, layer in leaves(model):
         if isinstance(layer, AFFINE_LAYERS):
-            step, shape = _probe(layer, shape, name)
+            step, shape = probe_affine(layer, shape, name)
             pending = step if pending is None else pending.then(step)
         elif isinstance(layer, Square | Quadratic2):
             width = math.prod(shape)

@@ -1,0 +1,197 @@
+"""How parties talk: send and receive int64 tensors, counting rounds and bytes.
+
+Every protocol is written once, for one party, and runs unchanged over two transports:
+:class:`LocalNetwork` (threads in one process, queues: tests and quick runs) and
+:class:`GlooComm` (processes over TCP through ``torch.distributed`` with the gloo backend,
+so parties can sit on different machines). Messages have shapes both sides know from the
+protocol, so a receive names the shape it expects.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from veil.encrypted.mpc.ring import MPCError
+
+
+@dataclass
+class Traffic:
+    """What one party sent: bytes, messages, and communication rounds (between parties)."""
+
+    bytes_sent: int = 0
+    messages: int = 0
+    rounds: int = 0
+    dealer_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Comm:
+    """One party's end: ``rank`` among ``world`` ranks (the parties, then the dealer)."""
+
+    rank: int
+    world: int
+    parties: int
+
+    def __init__(self):
+        self.traffic = Traffic()
+
+    @property
+    def dealer(self) -> int:
+        return self.parties
+
+    def send(self, to: int, tensor: torch.Tensor, wait: bool = True):
+        """Send ``tensor``; with ``wait=False`` return a handle to ``.wait()`` on (so two
+        parties can send to each other at once without deadlocking)."""
+        tensor = tensor.contiguous()
+        size = tensor.numel() * tensor.element_size()
+        if to == self.dealer or self.rank == self.dealer:
+            self.traffic.dealer_bytes += size
+        else:
+            self.traffic.bytes_sent += size
+        self.traffic.messages += 1
+        handle = self._send(to, tensor)
+        if wait:
+            handle.wait()
+            return None
+        return handle
+
+    def recv(self, frm: int, shape, dtype=torch.int64) -> torch.Tensor:
+        out = self._recv(frm, tuple(shape), dtype)
+        if tuple(out.shape) != tuple(shape):
+            raise MPCError(f"party {self.rank} expected {tuple(shape)} from {frm}, got {out.shape}")
+        return out
+
+    def exchange(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Send ``tensors`` to every other party and return the sum of all parties' copies:
+        opening shares, one round."""
+        self.traffic.rounds += 1
+        others = [p for p in range(self.parties) if p != self.rank]
+        handles = [self.send(p, t, wait=False) for p in others for t in tensors]
+        total = list(tensors)
+        for p in others:
+            for i, t in enumerate(tensors):
+                total[i] = total[i] + self.recv(p, t.shape, t.dtype)
+        for h in handles:
+            h.wait()
+        return total
+
+    def swap(self, other: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Send ``tensors`` to ``other`` and receive its tensors of the same shapes."""
+        handles = [self.send(other, t, wait=False) for t in tensors]
+        got = [self.recv(other, t.shape, t.dtype) for t in tensors]
+        for h in handles:
+            h.wait()
+        return got
+
+    def _send(self, to: int, tensor: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _recv(self, frm: int, shape, dtype) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Done:
+    def wait(self) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class LocalNetwork:
+    """Queues between threads: ``LocalNetwork(world).comm(rank)`` gives each thread its end."""
+
+    def __init__(self, parties: int, timeout: float = 120.0):
+        self.parties, self.world, self.timeout = parties, parties + 1, timeout
+        self.queues = {(a, b): queue.Queue() for a in range(self.world) for b in range(self.world)}
+
+    def comm(self, rank: int) -> Comm:
+        return _LocalComm(self, rank)
+
+
+class _LocalComm(Comm):
+    def __init__(self, network: LocalNetwork, rank: int):
+        super().__init__()
+        self.network, self.rank = network, rank
+        self.world, self.parties = network.world, network.parties
+
+    def _send(self, to, tensor):
+        # no copy: protocols never modify a tensor after sending it
+        self.network.queues[(self.rank, to)].put(tensor)
+        return _Done()
+
+    def _recv(self, frm, shape, dtype):
+        try:
+            return self.network.queues[(frm, self.rank)].get(timeout=self.network.timeout)
+        except queue.Empty as e:
+            raise MPCError(f"party {self.rank} waited too long for party {frm}") from e
+
+
+class GlooComm(Comm):
+    """Processes over TCP: ``torch.distributed`` with gloo; rank ``parties`` is the dealer."""
+
+    def __init__(self, rank: int, parties: int, master: str, timeout_s: float = 120.0):
+        import datetime
+
+        import torch.distributed as dist
+
+        super().__init__()
+        host, _, port = master.rpartition(":")
+        if not host or not port.isdigit():
+            raise MPCError(f"--master must be HOST:PORT, got {master!r}")
+        self.rank, self.parties, self.world = rank, parties, parties + 1
+        if not 0 <= rank < self.world:
+            raise MPCError(f"rank {rank} outside 0..{self.world - 1}")
+        self.dist = dist
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://{host}:{port}",
+            rank=rank,
+            world_size=self.world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+
+    def _send(self, to, tensor):
+        return self.dist.isend(tensor, dst=to)
+
+    def _recv(self, frm, shape, dtype):
+        out = torch.empty(shape, dtype=dtype)
+        self.dist.recv(out, src=frm)
+        return out
+
+    def close(self) -> None:
+        if self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def run_threads(parties: int, program, timeout: float = 300.0) -> list:
+    """Run ``program(comm)`` for every party and the dealer in threads; their results by rank."""
+    network = LocalNetwork(parties)
+    results: list = [None] * network.world
+    errors: list = []
+
+    def target(rank: int) -> None:
+        try:
+            results[rank] = program(network.comm(rank))
+        except BaseException as e:  # noqa: BLE001 - reported below, after every thread ends
+            errors.append((rank, e))
+
+    threads = [
+        threading.Thread(target=target, args=(r,), daemon=True) for r in range(network.world)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    if errors:
+        rank, error = sorted(errors, key=lambda e: e[0])[0]
+        raise error
+    if any(t.is_alive() for t in threads):
+        raise MPCError("a party did not finish in time")
+    return results

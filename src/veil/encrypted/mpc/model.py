@@ -1,0 +1,208 @@
+"""A torch model run on secret-shared inputs: affine layers by Beaver matmul, ReLU, x².
+
+The model owner (party 0 by default) holds the weights: its share of each weight matrix is
+the matrix itself and the other party's is zero, so the Beaver product only ever opens
+weights masked by dealer randomness. The other party learns the architecture (layer sizes,
+which it needs to take part) and nothing else. The input owner's images are shared at the
+start; the logits are revealed to the input owner only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.core.models import Square
+from veil.encrypted.layers import AFFINE_LAYERS, Affine, leaves, probe_affine
+from veil.encrypted.mpc.comm import Comm
+from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
+from veil.encrypted.mpc.ring import FRAC_BITS, MPCError, decode, encode
+
+ACTIVATIONS = {"relu": 1, "square": 2}
+
+
+@dataclass
+class Activation:
+    kind: str
+    width: int
+    layers: tuple[str, ...] = ()
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0) if self.kind == "relu" else x * x
+
+
+@dataclass
+class SharedModel:
+    """Stages (affine maps and activations) and shapes; weights only on the owner's side."""
+
+    stages: list
+    input_size: int
+    num_classes: int
+    source: dict = field(default_factory=dict)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for s in self.stages:
+            h = s.apply(h)
+        return h
+
+    def architecture(self) -> torch.Tensor:
+        """What the other party needs: per stage (kind, inputs, outputs), as int64."""
+        rows = [[0, self.input_size, self.num_classes]]
+        for s in self.stages:
+            if isinstance(s, Affine):
+                rows.append([0, s.shape[1], s.shape[0]])
+            else:
+                rows.append([ACTIVATIONS[s.kind], s.width, s.width])
+        return torch.tensor(rows, dtype=torch.int64)
+
+    @classmethod
+    def from_architecture(cls, rows: torch.Tensor) -> SharedModel:
+        """The shapes-only model the non-owner runs (zero weights: its shares)."""
+        (_, size, classes), *rest = rows.tolist()
+        names = {v: k for k, v in ACTIVATIONS.items()}
+        stages = []
+        for kind, n_in, n_out in rest:
+            if kind == 0:
+                stages.append(Affine(np.zeros((n_out, n_in)), np.zeros(n_out)))
+            elif kind in names:
+                stages.append(Activation(names[kind], n_in))
+            else:
+                raise MPCError(f"unknown stage kind {kind} in the architecture")
+        return cls(stages, size, classes)
+
+
+def compile_shared(model: nn.Module, input_shape: tuple[int, ...]) -> SharedModel:
+    """Affine layers composed into matrices; ReLU and x² kept as protocol stages."""
+    shape, stages, pending = tuple(int(s) for s in input_shape), [], None
+    for name, layer in leaves(model):
+        if isinstance(layer, AFFINE_LAYERS):
+            step, shape = probe_affine(layer, shape, name)
+            pending = step if pending is None else pending.then(step)
+        elif isinstance(layer, nn.ReLU | Square):
+            if pending is not None:
+                stages.append(pending)
+                pending = None
+            kind = "relu" if isinstance(layer, nn.ReLU) else "square"
+            stages.append(Activation(kind, math.prod(shape), (name,)))
+        else:
+            hint = "AvgPool2d" if isinstance(layer, nn.MaxPool2d) else "ReLU or x²"
+            raise MPCError(f"layer {name} ({type(layer).__name__}) is not supported; use {hint}")
+    if pending is not None:
+        stages.append(pending)
+    if len(shape) != 1:
+        raise MPCError(f"the model must end in a vector of logits, not shape {shape}")
+    return SharedModel(stages, math.prod(input_shape), int(shape[0]))
+
+
+def run_party(
+    comm: Comm,
+    model: SharedModel | None,
+    images: np.ndarray | None,
+    count: int,
+    model_owner: int = 0,
+    input_owner: int = 1,
+    frac: int = FRAC_BITS,
+) -> dict:
+    """One rank's part of a private inference: the dealer serves, the parties compute.
+
+    ``model`` is given to the model owner only, ``images`` (count, features) to the input
+    owner only; the input owner's result holds the logits.
+    """
+    if comm.rank == comm.dealer:
+        return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
+    if (model_owner, input_owner) != (0, 1):
+        raise MPCError("party 0 holds the model and party 1 the input")
+    party = Party(comm, setup_seeds(comm), frac)
+    model = _agree_on_architecture(party, model, model_owner)
+    owner, shape = comm.rank == model_owner, (count, model.input_size)
+    plain = _encoded(images, frac) if comm.rank == input_owner else None
+    x = None  # shares of the activations; the input itself is never shared, only masked
+    for stage in model.stages:
+        if isinstance(stage, Affine):
+            w = (
+                encode(stage.weight.T, frac)
+                if owner
+                else torch.zeros(stage.shape[::-1], dtype=torch.int64)
+            )
+            x = party.matmul(x, w) if x is not None else party.input_matmul(plain, w, shape)
+            if owner:
+                x = x + encode(stage.bias, frac)
+        elif stage.kind == "relu":
+            x = party.relu(x)
+        else:
+            x = party.square(x)
+    logits = party.reveal_to(input_owner, x)
+    party.stop_dealer()
+    out = {"traffic": comm.traffic.to_dict()}
+    if logits is not None:
+        out["logits"] = decode(logits, frac)
+    return out
+
+
+def _encoded(images, frac: int) -> torch.Tensor:
+    return encode(np.asarray(images, dtype=np.float64).reshape(len(images), -1), frac)
+
+
+def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) -> SharedModel:
+    comm = party.comm
+    if comm.rank == owner:
+        rows = model.architecture()
+        comm.send(1 - owner, torch.tensor([len(rows)], dtype=torch.int64))
+        comm.send(1 - owner, rows)
+        return model
+    (n,) = comm.recv(owner, (1,)).tolist()
+    if not 1 <= n <= 1024:
+        raise MPCError(f"the model owner announced {n} stages")
+    return SharedModel.from_architecture(comm.recv(owner, (n, 3)))
+
+
+def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS) -> dict:
+    """Private inference with both parties and the dealer as threads of this process."""
+    from veil.encrypted.mpc.comm import run_threads
+
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+
+    def program(comm: Comm) -> dict:
+        mine = model if comm.rank == 0 else None
+        return run_party(comm, mine, x if comm.rank == 1 else None, len(x), frac=frac)
+
+    owner, user, dealer = run_threads(2, program)
+    return {"logits": user["logits"], "traffic": [owner["traffic"], user["traffic"]], **dealer}
+
+
+def guarantees(numbers: dict, step: str = "mpc") -> list:
+    """The input- and output-privacy claims of a private inference, with its measurements."""
+    from veil.core.guarantees import Guarantee
+
+    parameters = {
+        "protocol": "additive sharing over Z_2^64, Beaver triples, Kogge-Stone comparison",
+        "parties": 2,
+        "dealer": "trusted, non-colluding",
+        "fixed_point_bits": FRAC_BITS,
+    }
+    threat = (
+        "two semi-honest parties that do not collude, and a dealer that colludes with "
+        "neither; the model owner's party learns nothing about the input, the input owner's "
+        "nothing about the weights beyond the layer sizes"
+    )
+    claims = {
+        "input": "the model owner's party sees only uniformly random shares of the input",
+        "output": "the logits are revealed to the input owner only",
+    }
+    return [
+        Guarantee(
+            guarantee=kind,
+            mechanism="secure two-party computation (secret sharing)",
+            claim=claim,
+            threat_model=threat,
+            parameters=parameters,
+            numbers=dict(numbers),
+            step=step,
+        )
+        for kind, claim in claims.items()
+    ]

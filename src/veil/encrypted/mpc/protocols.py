@@ -1,0 +1,269 @@
+"""Two-party protocols on additive shares over Z_2^64, with a trusted dealer.
+
+Threat model: two semi-honest computing parties that do not collude, and a dealer that
+hands out correlated randomness (Beaver triples, AND triples, shared random bits) and
+colludes with neither. A party's shares are uniform whatever the secret; what the parties
+open is always masked by dealer randomness. Written for one party (``Party``), run by every
+party and the dealer in step (:func:`serve_dealer`).
+
+- multiplication and matmul: Beaver triples, one round;
+- truncation after a fixed-point product: the probabilistic local rule of SecureML
+  (Mohassel & Zhang 2017): off by one unit in the last place, wrong with probability about
+  |x| / 2^63;
+- comparison: the sign bit of x = x0 + x1 by a Kogge-Stone adder over the bits of the two
+  shares (XOR-shared words, AND gates with dealer triples, 7 rounds), then one round to
+  turn the bit into an arithmetic share; ReLU(x) = x (1 - sign) with one more product.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from veil.encrypted.mpc.comm import Comm
+from veil.encrypted.mpc.ring import FRAC_BITS, PRG, MPCError
+
+MUL, MATMUL, AND, BIT, OWNED, STOP = 1, 2, 3, 4, 5, 0
+HEADER = 12
+
+
+def _header(kind: int, a: tuple, b: tuple = ()) -> torch.Tensor:
+    h = torch.zeros(HEADER, dtype=torch.int64)
+    values = [kind, len(a), *a, len(b), *b]
+    if len(values) > HEADER:
+        raise MPCError(f"tensor shapes {a} {b} have too many dimensions for a dealer request")
+    h[: len(values)] = torch.tensor(values)
+    return h
+
+
+def _parse(h: torch.Tensor) -> tuple[int, tuple, tuple]:
+    v = h.tolist()
+    na = v[1]
+    a = tuple(v[2 : 2 + na])
+    nb = v[2 + na]
+    return v[0], a, tuple(v[3 + na : 3 + na + nb])
+
+
+def _product(kind: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if kind == MUL:
+        return a * b
+    if kind in (MATMUL, OWNED):
+        return a @ b
+    return a & b
+
+
+def _result_shape(kind: int, a: tuple, b: tuple) -> tuple:
+    return (*a[:-1], b[-1]) if kind in (MATMUL, OWNED) else a
+
+
+def setup_seeds(comm: Comm) -> PRG | list[PRG]:
+    """The dealer sends each party a fresh PRG seed; returns the party's PRG (or, for the
+    dealer, every party's)."""
+    if comm.rank == comm.dealer:
+        prgs = [PRG() for _ in range(comm.parties)]
+        for p, prg in enumerate(prgs):
+            comm.send(p, torch.frombuffer(bytearray(prg.seed), dtype=torch.int64))
+        return prgs
+    seed = comm.recv(comm.dealer, (4,))
+    return PRG(seed.numpy().tobytes())
+
+
+def serve_dealer(comm: Comm, prgs: list[PRG]) -> int:
+    """The dealer's loop: answer party 0's requests until it says stop; returns how many.
+
+    Replies go out without waiting for party 0 to take them: party 0 may ask for several
+    triples before it reads the first reply (one AND round needs two), and a blocking send
+    here would wait for a read that waits for this loop.
+    """
+    served, pending = 0, []
+    while True:
+        pending = [h for h in pending if not h.is_completed()]
+        kind, a_shape, b_shape = _parse(comm.recv(0, (HEADER,)))
+        if kind == STOP:
+            for h in pending:
+                h.wait()
+            return served
+        served += 1
+        if kind == BIT:
+            bits = [prg.bits(a_shape) for prg in prgs]
+            arith = [prg.int64(a_shape) for prg in prgs[1:]]
+            pending.append(comm.send(0, _xor(bits) - sum(arith), wait=False))
+            continue
+        # for OWNED the input owner (party 1) draws all of a: it is nobody's share
+        a = [prgs[1].int64(a_shape)] if kind == OWNED else [prg.int64(a_shape) for prg in prgs]
+        b = [prg.int64(b_shape) for prg in prgs]
+        c_rest = [prg.int64(_result_shape(kind, a_shape, b_shape)) for prg in prgs[1:]]
+        if kind == AND:
+            reply = _xor([_product(kind, _xor(a), _xor(b)), *c_rest])
+        else:
+            reply = _product(kind, sum(a), sum(b)) - sum(c_rest)
+        pending.append(comm.send(0, reply, wait=False))
+
+
+def _xor(ts: list[torch.Tensor]) -> torch.Tensor:
+    out = ts[0]
+    for t in ts[1:]:
+        out = out ^ t
+    return out
+
+
+class Party:
+    """One computing party: its comm end, its PRG shared with the dealer, fixed-point bits."""
+
+    def __init__(self, comm: Comm, prg: PRG, frac: int = FRAC_BITS):
+        if comm.parties != 2:
+            raise MPCError("these protocols are for two computing parties (plus the dealer)")
+        self.comm, self.prg, self.frac = comm, prg, frac
+        self.rank = comm.rank
+
+    # -- dealer randomness ----------------------------------------------------------------
+
+    def _triple(self, kind: int, a_shape: tuple, b_shape: tuple):
+        """This party's (a, b) now and a function giving its c: party 0 asks the dealer
+        first and collects c last, so the dealer computes while the parties talk."""
+        a, b = self.prg.int64(a_shape), self.prg.int64(b_shape)
+        c_shape = _result_shape(kind, a_shape, b_shape)
+        if self.rank == 0:
+            self.comm.send(self.comm.dealer, _header(kind, a_shape, b_shape))
+            return a, b, lambda: self.comm.recv(self.comm.dealer, c_shape)
+        c = self.prg.int64(c_shape)
+        return a, b, lambda: c
+
+    def _random_bit(self, shape: tuple):
+        bit = self.prg.bits(shape)
+        if self.rank == 0:
+            self.comm.send(self.comm.dealer, _header(BIT, shape))
+            arith = self.comm.recv(self.comm.dealer, shape)
+        else:
+            arith = self.prg.int64(shape)
+        return bit, arith
+
+    def stop_dealer(self) -> None:
+        if self.rank == 0:
+            self.comm.send(self.comm.dealer, _header(STOP, ()))
+
+    # -- sharing and opening --------------------------------------------------------------
+
+    def share(self, owner: int, value: torch.Tensor | None, shape: tuple) -> torch.Tensor:
+        """``owner`` splits ``value`` (ring elements) into two shares; one round."""
+        if self.rank == owner:
+            if tuple(value.shape) != tuple(shape):
+                raise MPCError(f"value shape {tuple(value.shape)} differs from {tuple(shape)}")
+            mask = PRG().int64(shape)
+            self.comm.send(1 - owner, mask)
+            self.comm.traffic.rounds += 1
+            return value - mask
+        self.comm.traffic.rounds += 1
+        return self.comm.recv(owner, shape)
+
+    def open(self, *shares: torch.Tensor) -> list[torch.Tensor]:
+        return self.comm.exchange(list(shares))
+
+    def reveal_to(self, owner: int, share: torch.Tensor) -> torch.Tensor | None:
+        """Only ``owner`` learns the value (output privacy); the other party learns nothing."""
+        self.comm.traffic.rounds += 1
+        if self.rank == owner:
+            return share + self.comm.recv(1 - owner, share.shape)
+        self.comm.send(owner, share)
+        return None
+
+    # -- arithmetic -----------------------------------------------------------------------
+
+    def _beaver(self, kind: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        a, b, c = self._triple(kind, tuple(x.shape), tuple(y.shape))
+        e, f = self.open(x - a, y - b)
+        z = c() + _product(kind, e, b) + _product(kind, a, f)
+        if self.rank == 0:
+            z = z + _product(kind, e, f)
+        return z
+
+    def mul(self, x: torch.Tensor, y: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+        if x.shape != y.shape:
+            raise MPCError(f"elementwise product of shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        z = self._beaver(MUL, x, y)
+        return self.truncate(z) if truncate else z
+
+    def matmul(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.truncate(self._beaver(MATMUL, x, y))
+
+    def input_matmul(self, x: torch.Tensor | None, y: torch.Tensor, shape: tuple) -> torch.Tensor:
+        """Shares of ``x @ y`` where party 1 holds ``x`` in the clear and ``y`` is shared.
+
+        The dealer's mask ``a`` comes from party 1's own stream, so party 1 sends ``x - a``
+        once instead of sharing ``x`` and opening it masked: one message of the input's
+        size instead of three.
+        """
+        a = self.prg.int64(shape) if self.rank == 1 else None
+        b = self.prg.int64(tuple(y.shape))
+        c_shape = (*shape[:-1], y.shape[-1])
+        if self.rank == 0:
+            self.comm.send(self.comm.dealer, _header(OWNED, tuple(shape), tuple(y.shape)))
+            e = self.comm.recv(1, shape)
+            (f,) = self.open(y - b)
+            z = self.comm.recv(self.comm.dealer, c_shape) + e @ b + e @ f
+        else:
+            if tuple(x.shape) != tuple(shape):
+                raise MPCError(f"input shape {tuple(x.shape)} differs from {tuple(shape)}")
+            e = x - a
+            self.comm.send(0, e)
+            (f,) = self.open(y - b)
+            z = self.prg.int64(c_shape) + e @ b + a @ f
+        return self.truncate(z)
+
+    def truncate(self, x: torch.Tensor) -> torch.Tensor:
+        """Divide by 2^frac locally (SecureML): exact up to one unit, with high probability."""
+        if self.rank == 0:
+            return x >> self.frac
+        return -((-x) >> self.frac)
+
+    def add_public(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return x + value if self.rank == 0 else x
+
+    # -- comparison -----------------------------------------------------------------------
+
+    def _and(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """AND of XOR-shared words, every pair in one round."""
+        triples = [self._triple(AND, tuple(x.shape), tuple(x.shape)) for x, _ in pairs]
+        masked = []
+        for (x, y), (a, b, _) in zip(pairs, triples, strict=True):
+            masked += [x ^ a, y ^ b]
+        self.comm.traffic.rounds += 1
+        opened = self._open_xor(masked)
+        out = []
+        for i, (a, b, c) in enumerate(triples):
+            d, e = opened[2 * i], opened[2 * i + 1]
+            z = c() ^ (d & b) ^ (e & a)
+            out.append(z ^ (d & e) if self.rank == 0 else z)
+        return out
+
+    def _open_xor(self, shares: list[torch.Tensor]) -> list[torch.Tensor]:
+        got = self.comm.swap(1 - self.rank, shares)
+        return [t ^ g for t, g in zip(shares, got, strict=True)]
+
+    def sign_bit(self, x: torch.Tensor) -> torch.Tensor:
+        """XOR shares of the sign bit (1 for negative) of the shared ``x``."""
+        zero = torch.zeros_like(x)
+        a, b = (x, zero) if self.rank == 0 else (zero, x)  # bits of share 0 and of share 1
+        (g,) = self._and([(a, b)])
+        p0 = p = a ^ b
+        for k in (1, 2, 4, 8, 16, 32):
+            if k < 32:
+                g_and, p = self._and([(p, g << k), (p, p << k)])
+            else:
+                (g_and,) = self._and([(p, g << k)])
+            g = g ^ g_and
+        return ((p0 ^ (g << 1)) >> 63) & 1
+
+    def bit_to_arith(self, bit: torch.Tensor) -> torch.Tensor:
+        """Arithmetic shares (integers, not fixed point) of an XOR-shared bit; one round."""
+        r_bit, r_arith = self._random_bit(tuple(bit.shape))
+        self.comm.traffic.rounds += 1
+        (c,) = self._open_xor([bit ^ r_bit])
+        out = r_arith - 2 * c * r_arith
+        return out + c if self.rank == 0 else out
+
+    def relu(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self.add_public(-self.bit_to_arith(self.sign_bit(x)), torch.ones_like(x))
+        return self.mul(x, keep, truncate=False)
+
+    def square(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mul(x, x)

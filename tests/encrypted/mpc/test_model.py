@@ -1,0 +1,86 @@
+"""Private inference of torch models on shares (veil.encrypted.mpc.model, launch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from veil.core.models import Square
+from veil.encrypted.mpc.model import SharedModel, compile_shared, infer_threads
+from veil.encrypted.mpc.ring import MPCError
+
+
+def _model(kind):
+    torch.manual_seed(0)
+    if kind == "conv":
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.AvgPool2d(1), nn.Flatten(), nn.Linear(12, 4)
+        ), (1, 5, 5)
+    if kind == "square":
+        return nn.Sequential(nn.Flatten(), nn.Linear(10, 8), Square(), nn.Linear(8, 3)), (10,)
+    return nn.Sequential(
+        nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)
+    ), (10,)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "square"])
+def test_logits_on_shares_match_plaintext(kind):
+    model, shape = _model(kind)
+    shared = compile_shared(model, shape)
+    x = np.random.default_rng(1).normal(size=(40, *shape))
+    out = infer_threads(shared, x)
+    plain = shared.forward(x)
+    assert np.abs(out["logits"] - plain).max() < 1e-2
+    assert np.array_equal(out["logits"].argmax(1), plain.argmax(1))
+
+
+def test_architecture_round_trip_carries_no_weights():
+    shared = compile_shared(*_model("mlp"))
+    rows = shared.architecture()
+    assert rows.shape == (6, 3) and rows.dtype == torch.int64
+    shapes_only = SharedModel.from_architecture(rows)
+    assert [type(s) for s in shapes_only.stages] == [type(s) for s in shared.stages]
+    assert all(not s.weight.any() for s in shapes_only.stages if hasattr(s, "weight"))
+
+
+def test_max_pooling_is_refused_with_a_replacement():
+    with pytest.raises(MPCError, match="AvgPool2d"):
+        compile_shared(nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), (1, 4, 4))
+
+
+def test_three_processes_agree_with_threads(tmp_path):
+    from veil.cli.main import main
+    from veil.core.io import load_model
+    from veil.encrypted.mpc.launch import run_processes
+
+    path = tmp_path / "m.veil"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "-d",
+                "digits",
+                "-m",
+                "mlp",
+                "-O",
+                "hidden=[16]",
+                "--epochs",
+                "5",
+                "-o",
+                str(path),
+            ]
+        )
+        == 0
+    )
+    over_tcp = run_processes(path, "digits", 30)
+    loaded = load_model(path)
+    shared = compile_shared(loaded.model, loaded.spec.input_shape)
+    from veil.cli.mpc import _images
+
+    x, y = _images("digits", 30)
+    in_process = infer_threads(shared, x)
+    assert np.abs(np.asarray(over_tcp["logits"]) - in_process["logits"]).max() < 1e-3
+    assert over_tcp["accuracy"] == float((in_process["logits"].argmax(1) == y).mean())
