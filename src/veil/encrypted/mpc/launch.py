@@ -15,13 +15,16 @@ from veil.core.net import free_port
 from veil.encrypted.mpc.ring import MPCError
 
 
-def run_processes(model: Path, data: str, limit: int, timeout_s: float = 600.0) -> dict:
+def run_processes(
+    model: Path, data: str, limit: int, repeat: int = 1, timeout_s: float = 600.0
+) -> dict:
     """``veil mpc party`` for ranks 0 (model), 1 (input, result) and 2 (dealer); rank 1's
-    result with the wall time of the slowest rank."""
+    result. With ``repeat`` > 1, ``seconds`` is the median of the runs after the first."""
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
         base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc", "party", "--master", master]
+        base += ["--repeat", str(repeat)]
         commands = [
             [*base, "--rank", "0", "--model", str(model)],
             [*base, "--rank", "1", "--data", data, "--limit", str(limit), "--result", str(result)],
