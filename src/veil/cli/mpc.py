@@ -53,7 +53,6 @@ def party(
     from veil.encrypted.mpc.comm import GlooComm, Traffic
     from veil.encrypted.mpc.model import run_party
 
-    torch.set_num_threads(1)  # one core per rank: ranks on one machine do not oversubscribe
     shared = images = labels = None
     if rank == 0:
         if model is None:
@@ -63,6 +62,7 @@ def party(
         if data is None:
             raise ConfigError("rank 1 holds the input: pass --data")
         images, labels = _images(data, limit)
+    torch.set_num_threads(1)  # one core per rank: ranks on one machine do not oversubscribe
     comm = GlooComm(rank, 2, master)
     try:
         n = torch.tensor([len(images) if rank == 1 else 0])
