@@ -4,11 +4,11 @@
 - :mod:`veil.imaging.stego`: LSB embedding in lossless covers, keyed order, PSNR/SSIM.
 - :mod:`veil.imaging.images`: images (PNG/TIFF, 8/16-bit) to shares and back, exactly.
 
-Interface for ML on shares (the MPC issue): :func:`shamir.combine` is the only way from
-shares to pixels today; converting Shamir shares to the MPC package's additive sharing
-(each holder multiplies its share by its Lagrange coefficient at 0) belongs there.
+Interface for ML on shares: :func:`xor_share` gives each of k holders an XOR share of the
+image bytes (its Lagrange term at 0), which ``veil.encrypted.mpc`` turns into arithmetic
+shares and classifies without reconstructing the image.
 """
 
-from veil.imaging.shamir import Recovered, Share, ShareError, combine, split
+from veil.imaging.shamir import Recovered, Share, ShareError, combine, split, xor_share
 
-__all__ = ["Recovered", "Share", "ShareError", "combine", "split"]
+__all__ = ["Recovered", "Share", "ShareError", "combine", "split", "xor_share"]

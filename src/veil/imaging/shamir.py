@@ -152,18 +152,33 @@ def split(secret: bytes, k: int, n: int, meta: dict | None = None) -> list[Share
     return shares
 
 
+def xor_share(share: Share, indices: list[int]) -> np.ndarray:
+    """This holder's XOR share of the secret's bytes, for recovery by the holders ``indices``.
+
+    Lagrange interpolation at 0 over GF(2^8) is a sum (XOR) of one term per share, each
+    computable by its holder alone: the k terms are an XOR sharing of the secret (the image
+    bytes, then the MAC key). This is how secure computation (``veil.encrypted.mpc``) starts
+    from image shares without anyone reconstructing the image; the shares' tags cannot be
+    checked that way, since checking needs the reconstructed key.
+    """
+    xs = sorted(set(indices))
+    if share.index not in xs or len(xs) != share.k:
+        raise ShareError(f"need the {share.k} distinct holder indices, including {share.index}")
+    num, den = 1, 1
+    for xj in xs:
+        if xj != share.index:
+            num = int(gf256.MUL[num, xj])
+            den = int(gf256.MUL[den, xj ^ share.index])
+    coeff = int(gf256.MUL[num, gf256.inv(den)])
+    return gf256.scale(coeff, np.frombuffer(share.payload, dtype=np.uint8))
+
+
 def _interpolate(shares: list[Share]) -> bytes:
     """The constant terms from exactly k shares (Lagrange at 0)."""
     xs = [s.index for s in shares]
     out = np.zeros(len(shares[0].payload), dtype=np.uint8)
-    for i, s in enumerate(shares):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num = int(gf256.MUL[num, xj])
-                den = int(gf256.MUL[den, xj ^ xs[i]])
-        coeff = int(gf256.MUL[num, gf256.inv(den)])
-        out ^= gf256.scale(coeff, np.frombuffer(s.payload, dtype=np.uint8))
+    for s in shares:
+        out ^= xor_share(s, xs)
     return out.tobytes()
 
 

@@ -107,11 +107,14 @@ def run_party(
     model_owner: int = 0,
     input_owner: int = 1,
     frac: int = FRAC_BITS,
+    image_shares: np.ndarray | None = None,
 ) -> dict:
     """One rank's part of a private inference: the dealer serves, the parties compute.
 
     ``model`` is given to the model owner only, ``images`` (count, features) to the input
-    owner only; the input owner's result holds the logits.
+    owner only; the input owner's result holds the logits. With ``image_shares`` instead,
+    each party brings its XOR share of 8-bit images (from :func:`veil.imaging.xor_share`)
+    and nobody ever holds the pixels; the logits go to party 1.
     """
     if comm.rank == comm.dealer:
         return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
@@ -120,8 +123,10 @@ def run_party(
     party = Party(comm, setup_seeds(comm), frac)
     model = _agree_on_architecture(party, model, model_owner)
     owner, shape = comm.rank == model_owner, (count, model.input_size)
-    plain = _encoded(images, frac) if comm.rank == input_owner else None
-    x = None  # shares of the activations; the input itself is never shared, only masked
+    plain = _encoded(images, frac) if comm.rank == input_owner and images is not None else None
+    x = None  # shares of the activations; a plain input is never shared, only masked
+    if image_shares is not None:
+        x = party.from_xor_bytes(_xor_bytes(image_shares, shape), 1 / 255)
     for stage in model.stages:
         if isinstance(stage, Affine):
             w = (
@@ -142,6 +147,13 @@ def run_party(
     if logits is not None:
         out["logits"] = decode(logits, frac)
     return out
+
+
+def _xor_bytes(shares: np.ndarray, shape: tuple) -> torch.Tensor:
+    arr = np.asarray(shares)
+    if arr.dtype != np.uint8 or arr.size != shape[0] * shape[1]:
+        raise MPCError(f"image shares must be {shape[0]} uint8 images of {shape[1]} pixels")
+    return torch.from_numpy(arr.reshape(shape).astype(np.int64))
 
 
 def _encoded(images, frac: int) -> torch.Tensor:

@@ -261,6 +261,13 @@ class Party:
         out = r_arith - 2 * c * r_arith
         return out + c if self.rank == 0 else out
 
+    def from_xor_bytes(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """Fixed-point shares of ``scale * byte`` from XOR shares of bytes (0..255): each bit
+        becomes an arithmetic share in one round, then the bits are weighted and summed."""
+        powers = 1 << torch.arange(8, dtype=torch.int64)
+        bits = self.bit_to_arith((x.unsqueeze(-1) >> torch.arange(8)) & 1)
+        return (bits * powers).sum(-1) * round(scale * 2**self.frac)
+
     def relu(self, x: torch.Tensor) -> torch.Tensor:
         keep = self.add_public(-self.bit_to_arith(self.sign_bit(x)), torch.ones_like(x))
         return self.mul(x, keep, truncate=False)
