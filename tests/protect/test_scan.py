@@ -117,3 +117,12 @@ def test_pickles_inside_pytorch_zips_go_through_the_bomb_guard(tmp_path):
     report = scan(tmp_path / "m.pt")
     assert report.models[0]["format"] == "pytorch"
     assert any("zip bomb" in s["reason"] for s in report.skipped)
+
+
+def test_small_encrypted_files_are_called_encrypted_at_every_size():
+    from veil.protect.scan import ENCRYPTED_ENTROPY, entropy_estimate
+
+    for size in (8192, 12_000, 20_000, 40_000):
+        estimates = [entropy_estimate(os.urandom(size)) for _ in range(40)]
+        assert min(estimates) >= ENCRYPTED_ENTROPY, size
+    assert entropy_estimate(zlib.compress(b"weights " * 20_000, 9)) < ENCRYPTED_ENTROPY

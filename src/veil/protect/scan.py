@@ -120,6 +120,20 @@ def entropy(data: bytes) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def entropy_estimate(data: bytes) -> float:
+    """:func:`entropy` with the Miller-Madow correction for a finite sample.
+
+    The plug-in entropy of n uniformly random bytes is about 8 - 255 / (2 n ln 2): 7.977 at
+    8 KB, 7.991 at 20 KB, so ModelXRay's 7.99 threshold called 19% of 20 KB encrypted files
+    (measured over 300 draws) and nearly all 8 KB ones "obfuscated". Adding the bias back
+    makes the threshold mean the same at every size.
+    """
+    if not data:
+        return 0.0
+    used = int(np.count_nonzero(np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)))
+    return entropy(data) + (used - 1) / (2 * len(data) * np.log(2))
+
+
 def _decompresses(data: bytes) -> bool:
     """Whether a common compressor's stream starts here (read incrementally, no bomb)."""
     head = data[: 1 << 16]
@@ -362,7 +376,7 @@ class Scanner:
 
     def _model(self, where: str, data: bytes, fmt: str | None, package: str) -> None:
         suffix = Path(where.rsplit("!/", 1)[-1].lower()).suffix
-        h = entropy(data[: 1 << 20])
+        h = entropy_estimate(data[: 1 << 20])
         if fmt is not None:
             protection = "plain"
         elif h >= ENCRYPTED_ENTROPY and len(data) >= MIN_ENCRYPTED_SIZE:
