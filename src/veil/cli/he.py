@@ -93,15 +93,9 @@ def _served(path: Path, limit: int = 256):
 
 
 def _images(name: str, split: str, limit: int | None, seed: int = 0):
-    """``limit`` random examples of a data set split as float arrays (inputs, labels)."""
-    import torch
+    from veil.core.data import sample_arrays
 
-    from veil.core import data as data_mod
-    from veil.core.data import sample_indices
-
-    dataset = data_mod.load(name, split)
-    x, y = dataset.batch(torch.as_tensor(sample_indices(len(dataset), limit, seed)))
-    return x.numpy(), y.numpy()
+    return sample_arrays(name, split, limit, seed)
 
 
 def _token(token_file: Path | None, create: bool) -> str:

@@ -16,14 +16,10 @@ app = typer.Typer(
 
 
 def _images(name: str, limit: int | None, seed: int = 0):
-    import torch
+    from veil.core.data import sample_arrays
 
-    from veil.core import data as data_mod
-    from veil.core.data import sample_indices
-
-    test = data_mod.load(name, "test")
-    x, y = test.batch(torch.as_tensor(sample_indices(len(test), limit, seed)))
-    return x.numpy().reshape(len(x), -1), y.numpy()
+    x, y = sample_arrays(name, "test", limit, seed)
+    return x.reshape(len(x), -1), y
 
 
 def _shared_model(path: Path):

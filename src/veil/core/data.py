@@ -619,6 +619,15 @@ def sample_indices(n: int, k: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
+def sample_arrays(
+    name: str, split: str, limit: int | None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``limit`` seeded random examples of a data set split as float arrays (inputs, labels)."""
+    dataset = load(name, split)
+    x, y = dataset.batch(torch.as_tensor(sample_indices(len(dataset), limit, seed)))
+    return x.numpy(), y.numpy()
+
+
 def label_skew(labels, parts: Sequence[np.ndarray]) -> float:
     """Mean total-variation distance between each site's label distribution and the whole's."""
     labels = np.asarray(labels)

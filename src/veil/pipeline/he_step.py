@@ -30,10 +30,8 @@ def run_serve_he(cfg: ServeHEConfig, ctx: RunContext) -> None:
     import time
 
     import numpy as np
-    import torch
 
-    from veil.core import data as data_mod
-    from veil.core.data import sample_indices
+    from veil.core.data import sample_arrays
     from veil.core.io import load_model
     from veil.encrypted.he import torch_logits
     from veil.encrypted.he.inference import guarantees
@@ -41,9 +39,7 @@ def run_serve_he(cfg: ServeHEConfig, ctx: RunContext) -> None:
 
     art = ctx.artifact(cfg.uses, "model")
     loaded = load_model(art.path)
-    test = data_mod.load(art.meta["data"], "test")
-    x, y = test.batch(torch.as_tensor(sample_indices(len(test), cfg.limit, ctx.seed)))
-    x, y = x.numpy(), y.numpy()
+    x, y = sample_arrays(art.meta["data"], "test", cfg.limit, ctx.seed)
     with Running(art.path, ctx.out / "services" / cfg.id) as service:
         remote = service.client()
         start = time.perf_counter()

@@ -241,27 +241,23 @@ def guarantees(spec: dict, numbers: dict | None = None, step: str = "he") -> lis
         "never returns a decryption to the server; the server learns the input count, the "
         "packing and the timing, not the values"
     )
-    mechanism = "CKKS homomorphic encryption"
+    claims = {
+        "input": "the server computes on RLWE ciphertexts only (IND-CPA, 128-bit parameters)",
+        "output": "the logits leave the server encrypted; only the key holder can read them",
+    }
+    evidence = {"input": {"server_context_has_secret_key": False}, "output": {}}
     return [
         Guarantee(
-            guarantee="input",
-            mechanism=mechanism,
-            claim="the server computes on RLWE ciphertexts only (IND-CPA, 128-bit parameters)",
+            guarantee=kind,
+            mechanism="CKKS homomorphic encryption",
+            claim=claim,
             threat_model=threat,
             parameters=parameters,
             numbers=dict(numbers or {}),
-            evidence={"server_context_has_secret_key": False},
+            evidence=evidence[kind],
             step=step,
-        ),
-        Guarantee(
-            guarantee="output",
-            mechanism=mechanism,
-            claim="the logits leave the server encrypted; only the key holder can read them",
-            threat_model=threat,
-            parameters=parameters,
-            numbers=dict(numbers or {}),
-            step=step,
-        ),
+        )
+        for kind, claim in claims.items()
     ]
 
 
@@ -273,9 +269,8 @@ def run_local(
     client = Client(model.spec(), (packing,) if packing != "auto" else PACKINGS)
     public = client.public()
     x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
-    size = batch or (client.params.slots if choose_packing(model.spec(), len(x)) == "batch" else 1)
-    if packing == "vector":
-        size = batch or 1
+    chosen = choose_packing(model.spec(), len(x)) if packing == "auto" else packing
+    size = batch or (client.params.slots if chosen == "batch" else 1)
     parts, server_s = [], 0.0
     for start in range(0, len(x), size):
         request = client.encrypt(x[start : start + size], packing)

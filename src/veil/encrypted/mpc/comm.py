@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ class Traffic:
         return dict(self.__dict__)
 
 
-class Comm:
+class Comm(ABC):
     """One party's end: ``rank`` among ``world`` ranks (the parties, then the dealer)."""
 
     rank: int
@@ -89,11 +90,13 @@ class Comm:
             h.wait()
         return got
 
-    def _send(self, to: int, tensor: torch.Tensor) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _send(self, to: int, tensor: torch.Tensor):
+        """Start sending; return a handle with ``wait()`` and ``is_completed()``."""
 
+    @abstractmethod
     def _recv(self, frm: int, shape, dtype) -> torch.Tensor:
-        raise NotImplementedError
+        """Receive a tensor of ``shape`` from rank ``frm``."""
 
 
 class _Done:
