@@ -1,0 +1,147 @@
+"""De-identification benchmarks on the PhysioNet deid notes, split by patient (70/15/15).
+
+The tagger trains on the train patients, picks its epoch and recall bias on the dev
+patients (target dev token recall, default 0.90) and is scored on the test patients, beside
+the rules alone and Presidio's pattern recognizers (spaCy's English models are not on PyPI,
+so Presidio runs with a blank spaCy pipeline). Throughput: notes per second of the tagger and
+of Presidio on the same test notes, timed alternately in one process. Collaborative: the
+train patients split into 5 sites, DSSGD with Festag & Spreckelsen's settings (θd 0.1 and
+0.5, θu 0.5, γ 10, τ 1e-4), against centralized training and each site alone.
+
+Writes benchmarks/results/deid.json: token_recall, token_precision, token_f1,
+entity_strict_f1, collab_f1, centralized_f1, collab_f1_gap, presidio_token_recall,
+speedup_vs_presidio (and more).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+import common
+from veil.deid import rules
+from veil.deid.collab import train_dssgd
+from veil.deid.corpus import read_physionet, split_patients
+from veil.deid.evaluate import evaluate, token_scores
+from veil.deid.lexicon import Lexicon, default_folder
+from veil.deid.presidio import analyzer_spans, pattern_analyzer
+from veil.deid.tagger import Options, Tagger
+
+
+def notes():
+    from veil.core.data import data_dir
+
+    root = data_dir() / "deid"
+    return read_physionet(root / "physionet-dev.text", root / "physionet-dev.phrase")
+
+
+def scored(tagger, dev, test, target):
+    point = tagger.calibrate(dev, target)
+    result = evaluate(test, tagger.predict(test))
+    return point, result
+
+
+def curve(tagger, test):
+    """Test token recall/precision at several biases (what the knob trades)."""
+    emitted = tagger.emissions(test)
+    rule_spans = [rules.spans(n.text) for n in test]
+    out = []
+    for bias in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0):
+        found = tagger.decode(emitted, len(test), bias)
+        found = [rules.merge([*f, *r]) for f, r in zip(found, rule_spans, strict=True)]
+        out.append({"o_bias": bias, **token_scores(test, found)})
+    return out
+
+
+def main() -> None:
+    p = common.parser("deid", __doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--target-recall", type=float, default=0.9)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    all_notes = notes()
+    train, dev, test = split_patients(all_notes, (0.7, 0.15, 0.15), seed=0)
+    if args.quick:
+        train, dev, test = train[:200], dev[:60], test[:80]
+        args.epochs, args.rounds = 3, 2
+    lexicon = Lexicon.from_folder(default_folder())
+    opts = Options(epochs=args.epochs)
+    started = time.perf_counter()
+    central = Tagger.train(train, lexicon, opts, dev=dev)
+    train_s = time.perf_counter() - started
+    point, result = scored(central, dev, test, args.target_recall)
+    res = {
+        "split": {"train": len(train), "dev": len(dev), "test": len(test), "seed": 0},
+        "parameters": central.parameters(),
+        "train_s": round(train_s, 1),
+        "target_dev_recall": args.target_recall,
+        "dev_point": point,
+        **{
+            k: result[k]
+            for k in (
+                "token_recall",
+                "token_precision",
+                "token_f1",
+                "entity_strict_f1",
+                "entity_overlap_f1",
+                "token_ci95",
+                "category_recall",
+            )
+        },
+        "test_curve": curve(central, test),
+    }
+    rule_only = evaluate(test, [rules.spans(n.text) for n in test], draws=0)
+    res["rules_token_recall"] = rule_only["token_recall"]
+    res["rules_token_precision"] = rule_only["token_precision"]
+
+    analyzer = pattern_analyzer()
+    presidio = evaluate(test, [analyzer_spans(analyzer, n.text) for n in test], draws=0)
+    res["presidio"] = "pattern recognizers only (no spaCy English model on PyPI)"
+    res["presidio_token_recall"] = presidio["token_recall"]
+    res["presidio_token_precision"] = presidio["token_precision"]
+    sample = test[:100]
+    speed = common.compare(
+        lambda: central.predict(sample),
+        lambda: [analyzer.analyze(text=n.text, language="en") for n in sample],
+        rounds=3,
+    )
+    res["tagger_notes_per_s"] = len(sample) / speed["a_median_s"]
+    res["presidio_notes_per_s"] = len(sample) / speed["b_median_s"]
+    res["speedup_vs_presidio"] = speed["ratio_b_over_a"]
+
+    collab = {}
+    for theta_down in (0.1, 0.5):
+        tagger, report = train_dssgd(
+            train,
+            lexicon,
+            sites=5,
+            rounds=args.rounds,
+            dev=dev,
+            opts=opts,
+            config={"theta_down": theta_down},
+        )
+        _, r = scored(tagger, dev, test, args.target_recall)
+        collab[str(theta_down)] = {
+            "token_f1": r["token_f1"],
+            "token_recall": r["token_recall"],
+            "token_precision": r["token_precision"],
+            "dev_f1_by_round": report.dev_f1,
+        }
+    local = []
+    for part in split_patients(train, (1.0,) * 5, seed=0):
+        tagger = Tagger.train(part, lexicon, opts, dev=dev)
+        local.append(scored(tagger, dev, test, args.target_recall)[1]["token_f1"])
+    res["collab"] = collab
+    res["collab_f1"] = max(c["token_f1"] for c in collab.values())
+    res["centralized_f1"] = res["token_f1"]
+    res["collab_f1_gap"] = res["centralized_f1"] - res["collab_f1"]
+    res["local_only_f1_mean"] = float(np.mean(local))
+    res["local_only_f1"] = local
+    common.write_results("deid", res, args, "torch", "presidio_analyzer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""``veil deid``: find PHI in clinical notes and replace it with surrogates, masks or Xs.
+
+The shipped tagger (char-CNN + BiLSTM-CRF with high-precision rules) works with no training;
+``veil deid train`` fits your own, ``veil deid eval`` scores one on notes with gold spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help=__doc__.split("\n\n")[0].removeprefix("``veil deid``: "), no_args_is_help=True
+)
+
+
+def read_key(path: Path | None) -> bytes | None:
+    """The surrogate key from ``path`` (hex or raw, at least 16 bytes) or $VEIL_DEID_KEY."""
+    from veil.deid.deidentify import DeidError
+
+    if path is None:
+        env = os.environ.get("VEIL_DEID_KEY")
+        raw = env.encode() if env else None
+        where = "$VEIL_DEID_KEY"
+    else:
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DeidError(f"cannot read key file {path}: {e}") from e
+        where = str(path)
+    if raw is None:
+        return None
+    try:
+        key = bytes.fromhex(raw.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        key = raw
+    if len(key) < 16:
+        raise DeidError(f"{where}: the key must be at least 16 bytes (32 hex digits)")
+    return key
+
+
+def _inputs(source: Path, out: Path | None) -> list[tuple[Path, Path | None]]:
+    from veil.deid.deidentify import DeidError
+
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DeidError(f"{source} holds no .txt files")
+        if out is None:
+            raise DeidError("a folder of notes needs --out FOLDER")
+        return [(p, out / p.relative_to(source)) for p in files]
+    if not source.is_file():
+        raise DeidError(f"{source} does not exist")
+    return [(source, out)]
+
+
+@app.command("text")
+def text(
+    source: Path = typer.Argument(
+        ...,
+        help="A text file, a folder of .txt files, or a "
+        "PhysioNet .text file of records; '-' reads stdin.",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output file or folder (stdout if omitted for one file)."
+    ),
+    mode: str = typer.Option("surrogate", help="surrogate, mask or redact."),
+    model: Path = typer.Option(None, help="Tagger file (default: the one shipped with veil)."),
+    key_file: Path = typer.Option(
+        None,
+        help="Secret surrogate key (hex); without it, "
+        "$VEIL_DEID_KEY, else a random key for this run only.",
+    ),
+    patient: str = typer.Option(
+        "-", help="Patient id for plain text (keys surrogates and the date shift)."
+    ),
+    keep_weekday: bool = typer.Option(False, help="Shift dates by whole weeks."),
+    spans: Path = typer.Option(
+        None, help="Also write what was replaced (JSON lines, offsets only, never the PHI text)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs."),
+) -> None:
+    """De-identify SOURCE and write the result."""
+    from veil.core.errors import refuse_overwrite
+    from veil.core.io import atomic_write
+    from veil.deid.deidentify import Deidentifier, load_tagger
+
+    key = read_key(key_file)
+    if key is None and mode == "surrogate":
+        typer.echo(
+            "note: no key given; surrogates are consistent within this run only "
+            "(pass --key-file to keep them across runs)",
+            err=True,
+        )
+    deid = Deidentifier(load_tagger(model), mode, key, keep_weekday)
+    if str(source) == "-":
+        for block in deid.stream(sys.stdin, patient):
+            sys.stdout.write(block)
+        return
+    log = []
+    for src, dst in _inputs(source, out):
+        if dst is not None:
+            refuse_overwrite(dst, force)
+        result, records = _one(deid, src, patient)
+        log.extend({"file": str(src), **r} for r in records)
+        if dst is None:
+            sys.stdout.write(result)
+        else:
+            atomic_write(dst, result)
+            typer.echo(
+                f"{src} -> {dst}: {sum(len(r['replaced']) for r in records)} PHI spans replaced",
+                err=True,
+            )
+    if spans is not None:
+        refuse_overwrite(spans, force)
+        atomic_write(spans, "".join(json.dumps(r) + "\n" for r in log))
+
+
+def _one(deid, path: Path, patient: str) -> tuple[str, list[dict]]:
+    from veil.deid.corpus import _decode, parse_records
+
+    text = _decode(path)
+    if "START_OF_RECORD=" in text[:2000]:
+        notes = parse_records(text, str(path))
+        results = deid.notes(notes)
+        parts = [
+            f"START_OF_RECORD={n.patient}||||{n.note}||||\n{r.text}||||END_OF_RECORD\n"
+            for n, r in zip(notes, results, strict=True)
+        ]
+        records = [_record(r, n.patient, n.note) for n, r in zip(notes, results, strict=True)]
+        return "\n".join(parts), records
+    if not text.strip():
+        typer.echo(f"warning: {path} is empty", err=True)
+    result = deid.text(text, patient)
+    return result.text, [_record(result, patient, path.name)]
+
+
+def _record(result, patient: str, note: str) -> dict:
+    return {
+        "patient": patient,
+        "note": note,
+        "replaced": [
+            [r.start, r.end, r.new_start, r.new_end, r.label] for r in result.replacements
+        ],
+    }
+
+
+@app.command("eval")
+def evaluate(
+    notes: Path = typer.Argument(..., help="PhysioNet .text file or .jsonl with gold spans."),
+    phrases: Path = typer.Argument(None, help="The .phrase file (default: beside NOTES)."),
+    model: Path = typer.Option(None, help="Tagger file (default: the shipped one)."),
+    rules_only: bool = typer.Option(False, help="Score the rules alone."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap draws for 95% intervals (0: none)."),
+) -> None:
+    """Score the tagger on notes with gold PHI spans (token and entity level)."""
+    from veil.deid import rules
+    from veil.deid.corpus import read_notes
+    from veil.deid.deidentify import load_tagger
+    from veil.deid.evaluate import evaluate as score
+
+    gold = read_notes(notes, phrases)
+    detect = (lambda notes: [rules.spans(n.text) for n in notes]) if rules_only else None
+    found = detect(gold) if detect else load_tagger(model).predict(gold)
+    result = score(gold, found, bootstrap)
+    result["detector"] = "rules" if rules_only else str(model or "shipped tagger")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(
+        f"{result['notes']} notes, {result['gold_spans']} gold PHI spans ({result['detector']})"
+    )
+    ci = result["token_ci95"] or {}
+    for k in ("recall", "precision", "f1"):
+        lo, hi = ci.get(k, (None, None))
+        band = f"  [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        typer.echo(f"token {k:9s} {result['token_' + k]:.3f}{band}")
+    typer.echo(
+        f"entity strict F1 {result['entity_strict_f1']:.3f}, overlap F1 "
+        f"{result['entity_overlap_f1']:.3f}"
+    )
+    for label, r in result["category_recall"].items():
+        typer.echo(f"  recall {label:14s} {r:.3f}")
+
+
+@app.command("train")
+def train(
+    notes: Path = typer.Option(
+        None,
+        help="Training notes (.text with .phrase beside, or "
+        ".jsonl); default: $VEIL_DATA/deid/physionet-dev.text.",
+    ),
+    out: Path = typer.Option(Path("tagger.veil"), "--out", "-o", help="Tagger file to write."),
+    epochs: int = typer.Option(15, help="Training epochs."),
+    dev_fraction: float = typer.Option(
+        0.15, help="Patients held out to pick the epoch and the recall bias."
+    ),
+    target_recall: float = typer.Option(0.9, help="Dev token recall the bias is set for."),
+    seed: int = typer.Option(0, help="Seed of the split and the network."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out."),
+) -> None:
+    """Train a PHI tagger on notes with gold spans, split by patient."""
+    from veil.core.errors import refuse_overwrite
+    from veil.deid.train import train_tagger
+
+    refuse_overwrite(out, force)
+    tagger, report = train_tagger(
+        notes,
+        epochs=epochs,
+        dev_fraction=dev_fraction,
+        target_recall=target_recall,
+        seed=seed,
+        echo=typer.echo,
+    )
+    tagger.save(out, force=force)
+    typer.echo(json.dumps(report))
+    typer.echo(f"wrote {out}")

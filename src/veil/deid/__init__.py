@@ -1,0 +1,1 @@
+"""Clinical text de-identification: PHI tagging, surrogates, evaluation (see README)."""

@@ -1,0 +1,204 @@
+"""Notes to tensors: chunks of tokens with word ids, characters, features and BIO tags.
+
+A token's features are its shape (case, digits, length), the lexicon groups it belongs to
+and the rule label covering it. The word vocabulary is built so that a model file does not
+memorise PHI: it keeps only words seen in at least two patients' notes and never inside a
+PHI span (names the network must learn from characters, context and lists instead).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from veil.deid import rules
+from veil.deid.corpus import LABELS, Note, Span, tokens
+from veil.deid.lexicon import Lexicon
+
+TAGS = ("O", *(f"{p}-{label}" for label in LABELS for p in "BI"))
+RULE_LABELS = tuple(rules.PATTERNS)
+PAD, UNK = 0, 1
+MAX_CHARS = 16
+SHAPES = (
+    "title",
+    "upper",
+    "lower",
+    "digit",
+    "punct",
+    "len1",
+    "len2",
+    "len3-4",
+    "len5+",
+    "digits2",
+    "digits4",
+    "line-start",
+    "after-colon",
+)
+N_FEATURES_BASE = len(SHAPES) + len(RULE_LABELS)
+_NUM = re.compile(r"\d")
+
+
+def norm(word: str) -> str:
+    """The vocabulary form of a word: lower case, digits as 0."""
+    return _NUM.sub("0", word.lower())
+
+
+def char_ids(word: str) -> list[int]:
+    """Printable ASCII as 2..96, anything else 1; at most :data:`MAX_CHARS` characters."""
+    return [c - 30 if 32 <= c < 127 else 1 for c in map(ord, word[:MAX_CHARS])]
+
+
+def build_vocab(notes: list[Note], min_patients: int = 2) -> list[str]:
+    """Words of at least ``min_patients`` patients, never seen inside a PHI span, sorted."""
+    seen: dict[str, set[str]] = {}
+    in_phi: set[str] = set()
+    for n in notes:
+        for (s, e), phi in zip(tokens(n.text), _mask(n), strict=True):
+            w = norm(n.text[s:e])
+            seen.setdefault(w, set()).add(n.patient)
+            if phi:
+                in_phi.add(w)
+    return sorted(w for w, ps in seen.items() if len(ps) >= min_patients and w not in in_phi)
+
+
+def _mask(note: Note) -> np.ndarray:
+    from veil.deid.corpus import token_mask
+
+    return token_mask(tokens(note.text), note.spans, len(note.text))
+
+
+def bio(toks: list[tuple[int, int]], spans: list[Span]) -> np.ndarray:
+    """The BIO tag index of each token (a token overlapping a span takes its label)."""
+    tags = np.zeros(len(toks), dtype=np.int64)
+    starts = np.array([s for s, _ in toks], dtype=np.int64)
+    ends = np.array([e for _, e in toks], dtype=np.int64)
+    for span in spans:
+        inside = np.flatnonzero((starts < span.end) & (ends > span.start))
+        if len(inside):
+            k = LABELS.index(span.label)
+            tags[inside] = 2 + 2 * k
+            tags[inside[0]] = 1 + 2 * k
+    return tags
+
+
+def spans_from_tags(toks: list[tuple[int, int]], tags: list[int]) -> list[Span]:
+    """Runs of B/I tags as character spans; an I without its B starts a span."""
+    out: list[Span] = []
+    current = None
+    for (s, e), t in zip(toks, tags, strict=True):
+        label = LABELS[(t - 1) // 2] if t else None
+        if label is not None and t % 2 == 0 and current and current[2] == label:
+            current[1] = e
+            continue
+        if current:
+            out.append(Span(*current))
+        current = [s, e, label] if label else None
+    if current:
+        out.append(Span(*current))
+    return out
+
+
+@dataclass
+class Encoded:
+    """One chunk of a note: token offsets and the network's inputs (and gold tags)."""
+
+    note: int
+    toks: list[tuple[int, int]]
+    words: np.ndarray
+    chars: np.ndarray
+    feats: np.ndarray
+    tags: np.ndarray
+
+
+def shape_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
+    out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
+    for i, (s, e) in enumerate(toks):
+        w = text[s:e]
+        before = text[max(0, s - 3) : s]
+        out[i] = (
+            w[:1].isupper() and w[1:].islower(),
+            w.isupper() and len(w) > 1,
+            w.islower(),
+            w.isdigit(),
+            not w.isalnum(),
+            len(w) == 1,
+            len(w) == 2,
+            3 <= len(w) <= 4,
+            len(w) >= 5,
+            w.isdigit() and len(w) == 2,
+            w.isdigit() and len(w) == 4,
+            s == 0 or "\n" in text[max(0, s - 2) : s] or i == 0,
+            ":" in before,
+        )
+    return out
+
+
+def rule_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
+    out = np.zeros((len(toks), len(RULE_LABELS)), dtype=np.float32)
+    for span in rules.spans(text):
+        for i, (s, e) in enumerate(toks):
+            if s < span.end and e > span.start:
+                out[i, RULE_LABELS.index(span.label)] = 1
+    return out
+
+
+class Encoder:
+    """Turns notes into :class:`Encoded` chunks for a given vocabulary and lexicon."""
+
+    def __init__(self, vocab: list[str], lexicon: Lexicon, max_len: int = 120):
+        self.vocab = vocab
+        self.index = {w: i + 2 for i, w in enumerate(vocab)}
+        self.lexicon = lexicon
+        self.max_len = max_len
+
+    @property
+    def n_features(self) -> int:
+        return N_FEATURES_BASE + len(self.lexicon)
+
+    def encode(self, notes: list[Note], gold: bool = True) -> list[Encoded]:
+        out = []
+        for k, note in enumerate(notes):
+            toks = tokens(note.text)
+            if not toks:
+                continue
+            words = [note.text[s:e] for s, e in toks]
+            feats = np.concatenate(
+                [
+                    shape_features(note.text, toks),
+                    rule_features(note.text, toks),
+                    self.lexicon.features(words),
+                ],
+                axis=1,
+            )
+            ids = np.array([self.index.get(norm(w), UNK) for w in words], dtype=np.int64)
+            chars = np.zeros((len(words), MAX_CHARS), dtype=np.int64)
+            for i, w in enumerate(words):
+                c = char_ids(w)
+                chars[i, : len(c)] = c
+            tags = bio(toks, note.spans) if gold else np.zeros(len(toks), dtype=np.int64)
+            for a, b in chunk_bounds(note.text, toks, self.max_len):
+                out.append(Encoded(k, toks[a:b], ids[a:b], chars[a:b], feats[a:b], tags[a:b]))
+        return out
+
+
+def chunk_bounds(text: str, toks: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
+    """Token ranges of at most ``max_len`` tokens, cut at line breaks where possible."""
+    bounds, start, last_break = [], 0, 0
+    for i in range(1, len(toks) + 1):
+        if i == len(toks):
+            bounds.append((start, i))
+            break
+        if "\n" in text[toks[i - 1][1] : toks[i][0]]:
+            last_break = i
+        if i - start >= max_len:
+            cut = last_break if last_break > start else i
+            bounds.append((start, cut))
+            start = cut
+    return bounds
+
+
+def word_counts(notes: list[Note]) -> Counter:
+    return Counter(norm(n.text[s:e]) for n in notes for s, e in tokens(n.text))

@@ -1,0 +1,112 @@
+"""High-precision PHI patterns: dates, phone numbers, IDs, ages over 89, e-mails, URLs.
+
+The rules are unioned with the tagger's spans (they catch formats a network sees too rarely
+to learn) and are the tagger's input features. Each pattern was kept only if it is precise on
+the PhysioNet notes: clinical text is full of ratios ("1:1"), blood pressures ("120/80") and
+doses that a loose date or phone pattern would flag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from veil.deid.corpus import Span
+
+MONTHS = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_MONTH = r"(?:0?[1-9]|1[0-2])"
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+_YEAR = r"(?:19\d\d|20\d\d|\d\d)"
+_NOT_NUM = r"(?<![\d/.:\-])"  # not the tail of a longer number, ratio or dose
+# "1/2 NS", "3/4 strength", pain "5/10"
+_FRACTION = r"(?:(?:1/[2-4]|[23]/[34])(?!\d)|\d/10(?!/))"
+_END_NUM = r"(?![\d/:]|\.\d|\s*(?:mg|mcg|ml|cc|mm|meq|units?|%)\b)"
+
+PATTERNS: dict[str, list[re.Pattern]] = {
+    "DATE": [
+        # 7/22, 07/22/2010, 7-22-10: month/day(/year); BP-like 120/80 fails the month range.
+        re.compile(rf"{_NOT_NUM}(?!{_FRACTION}){_MONTH}/{_DAY}(?:/{_YEAR})?{_END_NUM}"),
+        re.compile(rf"{_NOT_NUM}{_MONTH}-{_DAY}-{_YEAR}{_END_NUM}"),
+        re.compile(rf"{_NOT_NUM}(?:19|20)\d\d-{_MONTH}-{_DAY}{_END_NUM}"),
+        # January 5th, 2010 / Jan. 5 / 5 January 2010 / nov. 2016
+        re.compile(rf"\b{MONTHS}\.?\s+{_DAY}(?:st|nd|rd|th)?\b(?:,?\s+(?:19|20)\d\d\b)?", re.I),
+        re.compile(
+            rf"\b{_DAY}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b\.?(?:,?\s+(?:19|20)\d\d)?", re.I
+        ),
+        re.compile(rf"\b{MONTHS}\.?,?\s+(?:19|20)\d\d\b", re.I),
+    ],
+    "PHONE": [
+        re.compile(r"\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-]\d{4}\b"),
+        re.compile(
+            r"\b(?:phone|tel|telephone|pager|page|beeper|beep|call|cell|fax|ext|x)\.?\s*[:#]?\s*"
+            r"(\d{3}[\-.]\d{4}|\d{4,5})\b",
+            re.I,
+        ),
+    ],
+    "ID": [
+        re.compile(
+            r"\b(?:mrn|mr#|medical record(?: number)?|acct|account|ssn|unit no|id)\s*[:#]?\s*"
+            r"(\d[\d\-]{4,})\b",
+            re.I,
+        ),
+        re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
+    ],
+    "AGE>89": [
+        re.compile(
+            r"\b(9\d|1[01]\d)\s*(?:-|\s)?\s*(?:yo|y/o|y\.o\.|yrs?|years?)(?:[\s-]*old)?\b", re.I
+        ),
+    ],
+    "EMAIL": [re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")],
+    "URL": [re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:)]", re.I)],
+}
+
+
+# Ventilator and pain-scale settings ("PSV 10/5", "600x12/5", "8/10 pain") look like dates.
+_SETTINGS_BEFORE = re.compile(
+    r"(?:\b(?:ps|psv|pap|cpap|bipap|peep|vent|ventilator|settings|flowby|ac|imv|simv|pain)"
+    r"|x|&)[\s:,]*$",
+    re.I,
+)
+_SETTINGS_AFTER = re.compile(r"^\s*(?:peep|cm|psv|ps\b|fio2|pain|%|bpm)", re.I)
+
+
+def _settings_like(text: str, start: int, end: int) -> bool:
+    """Whether a month/day match sits where ventilator or pain-scale settings are written."""
+    if "/" not in text[start:end]:
+        return False
+    return bool(
+        _SETTINGS_BEFORE.search(text[max(0, start - 12) : start])
+        or _SETTINGS_AFTER.match(text[end : end + 8])
+    )
+
+
+def find(text: str) -> Iterator[Span]:
+    """Every rule match in ``text`` as a span (the captured group when a rule has one)."""
+    for label, patterns in PATTERNS.items():
+        for pattern in patterns:
+            for m in pattern.finditer(text):
+                start, end = m.span(1) if m.re.groups else m.span()
+                if label == "DATE" and _settings_like(text, start, end):
+                    continue
+                yield Span(start, end, label)
+
+
+def spans(text: str) -> list[Span]:
+    """Rule spans of ``text``, overlaps merged (the first label wins), sorted."""
+    return merge(find(text))
+
+
+def merge(found) -> list[Span]:
+    """Overlapping spans joined into one; the label of the longest part is kept."""
+    out: list[Span] = []
+    for s in sorted(found, key=lambda s: (s.start, -s.end)):
+        if out and s.start < out[-1].end:
+            last = out[-1]
+            keep = last.label if last.end - last.start >= s.end - s.start else s.label
+            out[-1] = Span(last.start, max(last.end, s.end), keep)
+        else:
+            out.append(s)
+    return out

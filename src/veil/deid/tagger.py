@@ -1,0 +1,316 @@
+"""The PHI tagger: char-CNN + word BiLSTM-CRF over token features, unioned with the rules.
+
+``Tagger.train(notes)`` fits the network on gold spans; ``Tagger.spans(text)`` detects PHI.
+The recall knob ``o_bias`` is subtracted from the "O" (not PHI) score of every token before
+Viterbi decoding: larger values trade precision for recall. :meth:`Tagger.calibrate` picks
+the smallest bias that reaches a target token recall on held-out notes.
+
+A tagger is saved as a veil model file (safetensors weights, JSON header; nothing pickled):
+the header holds the vocabulary, the options and the bias; the lexicon travels as hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.core.errors import ModelFileError
+from veil.deid import rules
+from veil.deid.corpus import Note, Span, tokens
+from veil.deid.crf import CRF
+from veil.deid.encode import MAX_CHARS, TAGS, Encoded, Encoder, build_vocab, spans_from_tags
+from veil.deid.lexicon import GROUPS, Lexicon
+
+ARCH = "deid-tagger"
+
+
+@dataclass
+class Options:
+    """Sizes and training settings of a tagger."""
+
+    word_dim: int = 64
+    char_dim: int = 24
+    char_filters: int = 48
+    hidden: int = 128
+    dropout: float = 0.3
+    word_dropout: float = 0.05
+    epochs: int = 10
+    batch: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    max_len: int = 120
+
+
+class TaggerNet(nn.Module):
+    """Emission scores per token from words, characters and features; a CRF on top."""
+
+    def __init__(self, n_words: int, n_features: int, opts: Options, lexicon: Lexicon):
+        super().__init__()
+        self.words = nn.Embedding(n_words + 2, opts.word_dim, padding_idx=0)
+        self.chars = nn.Embedding(97, opts.char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(opts.char_dim, opts.char_filters, 3, padding=1)
+        width = opts.word_dim + opts.char_filters + n_features
+        self.lstm = nn.LSTM(width, opts.hidden, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(opts.dropout)
+        self.out = nn.Linear(2 * opts.hidden, len(TAGS))
+        self.crf = CRF(len(TAGS))
+        for name in GROUPS:  # the lexicon travels in the state dict, as hashes
+            self.register_buffer(f"lexicon_{name}", torch.from_numpy(lexicon.hashes[name]))
+
+    def lexicon(self) -> Lexicon:
+        return Lexicon({g: getattr(self, f"lexicon_{g}").numpy() for g in GROUPS})
+
+    def emissions(self, words, chars, feats, lengths) -> torch.Tensor:
+        b, t, c = chars.shape
+        ch = self.chars(chars.view(b * t, c)).transpose(1, 2)
+        ch = torch.relu(self.conv(ch)).max(dim=2).values.view(b, t, -1)
+        x = self.drop(torch.cat([self.words(words), ch, feats], dim=2))
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        h, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=t)
+        return self.out(self.drop(h))
+
+
+def _batch(chunks: list[Encoded], word_dropout: float = 0.0, rng=None):
+    n, t = len(chunks), max(len(c.toks) for c in chunks)
+    words = np.zeros((n, t), dtype=np.int64)
+    chars = np.zeros((n, t, MAX_CHARS), dtype=np.int64)
+    feats = np.zeros((n, t, chunks[0].feats.shape[1]), dtype=np.float32)
+    tags = np.zeros((n, t), dtype=np.int64)
+    for i, c in enumerate(chunks):
+        k = len(c.toks)
+        words[i, :k], chars[i, :k], feats[i, :k], tags[i, :k] = c.words, c.chars, c.feats, c.tags
+    if word_dropout and rng is not None:
+        words[(rng.random(words.shape) < word_dropout) & (words > 1)] = 1
+    lengths = torch.tensor([len(c.toks) for c in chunks])
+    mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
+    as_t = torch.from_numpy
+    return as_t(words), as_t(chars), as_t(feats), as_t(tags), lengths, mask
+
+
+class Tagger:
+    """A trained PHI tagger (network, vocabulary, options and recall bias)."""
+
+    def __init__(
+        self,
+        net: TaggerNet,
+        encoder: Encoder,
+        opts: Options,
+        o_bias: float = 0.0,
+        info: dict | None = None,
+    ):
+        self.net, self.encoder, self.opts = net.eval(), encoder, opts
+        self.o_bias = float(o_bias)
+        self.info = dict(info or {})
+
+    # -- training ------------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        notes: list[Note],
+        lexicon: Lexicon,
+        opts: Options | None = None,
+        dev: list[Note] | None = None,
+        progress=None,
+    ) -> Tagger:
+        """Fit a tagger on ``notes``; with ``dev``, keep the epoch with the best dev token F1."""
+        opts = opts or Options()
+        torch.manual_seed(opts.seed)
+        encoder = Encoder(build_vocab(notes), lexicon, opts.max_len)
+        net = TaggerNet(len(encoder.vocab), encoder.n_features, opts, lexicon)
+        tagger = cls(net, encoder, opts)
+        tagger.fit(encoder.encode(notes), dev, progress)
+        return tagger
+
+    def fit(self, chunks: list[Encoded], dev: list[Note] | None = None, progress=None) -> None:
+        """Train the network for ``opts.epochs`` epochs on encoded chunks."""
+        opts, net = self.opts, self.net
+        rng = np.random.default_rng(opts.seed)
+        optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
+        best, best_state, started = -1.0, None, time.perf_counter()
+        for epoch in range(opts.epochs):
+            loss = self.epoch(chunks, optim, rng)
+            score = self.token_f1(dev) if dev else -epoch
+            if score > best:
+                best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
+            if progress:
+                progress(epoch + 1, loss, score if dev else None)
+        net.load_state_dict(best_state)
+        self.info.update(epochs=opts.epochs, train_s=round(time.perf_counter() - started, 1))
+
+    def epoch(self, chunks: list[Encoded], optim, rng) -> float:
+        """One pass over ``chunks`` in a random order; the mean loss."""
+        net, batch = self.net.train(), self.opts.batch
+        order, total = rng.permutation(len(chunks)), 0.0
+        for i in range(0, len(order), batch):
+            loss = self.loss([chunks[j] for j in order[i : i + batch]], rng)
+            optim.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            optim.step()
+            total += float(loss.detach()) * len(order[i : i + batch])
+        net.eval()
+        return total / len(chunks)
+
+    def loss(self, chunks: list[Encoded], rng=None) -> torch.Tensor:
+        """The CRF's negative log-likelihood of a batch of chunks."""
+        words, chars, feats, tags, lengths, mask = _batch(chunks, self.opts.word_dropout, rng)
+        em = self.net.emissions(words, chars, feats, lengths)
+        return self.net.crf.nll(em, tags, mask)
+
+    def token_f1(self, notes: list[Note]) -> float:
+        from veil.deid.evaluate import token_scores
+
+        return token_scores(notes, self.predict(notes))["f1"]
+
+    # -- prediction ----------------------------------------------------------------------
+    @torch.no_grad()
+    def emissions(self, notes: list[Note]) -> list[tuple[Encoded, np.ndarray]]:
+        """Each chunk of ``notes`` with its emission scores (before the bias)."""
+        chunks = self.encoder.encode(notes, gold=False)
+        out = []
+        for i in range(0, len(chunks), 64):
+            part = chunks[i : i + 64]
+            words, chars, feats, _, lengths, _ = _batch(part)
+            em = self.net.emissions(words, chars, feats, lengths).numpy()
+            out.extend((c, em[j, : len(c.toks)]) for j, c in enumerate(part))
+        return out
+
+    @torch.no_grad()
+    def decode(
+        self, scored: list[tuple[Encoded, np.ndarray]], n_notes: int, o_bias: float | None = None
+    ) -> list[list[Span]]:
+        """Spans per note from scored chunks, with the recall bias applied."""
+        bias = self.o_bias if o_bias is None else o_bias
+        found: list[list[Span]] = [[] for _ in range(n_notes)]
+        for i in range(0, len(scored), 64):
+            part = scored[i : i + 64]
+            t = max(len(c.toks) for c, _ in part)
+            em = torch.full((len(part), t, len(TAGS)), 0.0)
+            for j, (c, e) in enumerate(part):
+                em[j, : len(c.toks)] = torch.from_numpy(e)
+            em[:, :, 0] -= bias
+            lengths = torch.tensor([len(c.toks) for c, _ in part])
+            mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
+            for (c, _), path in zip(part, self.net.crf.decode(em, mask), strict=True):
+                found[c.note].extend(spans_from_tags(c.toks, path))
+        return found
+
+    def predict(
+        self, notes: list[Note], o_bias: float | None = None, use_rules: bool = True
+    ) -> list[list[Span]]:
+        """PHI spans of each note: the network's, unioned with the rules' (merged, sorted)."""
+        found = self.decode(self.emissions(notes), len(notes), o_bias)
+        if use_rules:
+            found = [
+                rules.merge([*f, *rules.spans(n.text)]) for f, n in zip(found, notes, strict=True)
+            ]
+        return [rules.merge(f) for f in found]
+
+    def spans(self, text: str) -> list[Span]:
+        """PHI spans of one text."""
+        return self.predict([Note("-", "-", text)])[0]
+
+    def calibrate(
+        self,
+        dev: list[Note],
+        target_recall: float = 0.97,
+        grid: tuple[float, ...] = tuple(np.arange(0, 8.01, 0.25)),
+    ) -> dict:
+        """Set ``o_bias`` to the smallest value whose dev token recall reaches the target.
+
+        If none does, the bias with the highest recall. Returns the chosen point's scores.
+        """
+        from veil.deid.evaluate import token_scores
+
+        scored = self.emissions(dev)
+        rule_spans = [rules.spans(n.text) for n in dev]
+        best = None
+        for bias in grid:
+            found = self.decode(scored, len(dev), float(bias))
+            found = [rules.merge([*f, *r]) for f, r in zip(found, rule_spans, strict=True)]
+            s = token_scores(dev, found)
+            point = {"o_bias": float(bias), **s}
+            if s["recall"] >= target_recall:
+                best = point
+                break
+            if best is None or s["recall"] > best["recall"]:
+                best = point
+        self.o_bias = best["o_bias"]
+        self.info["calibration"] = {"target_recall": target_recall, **best}
+        return best
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the tagger as a veil model file."""
+        from safetensors.torch import save
+
+        from veil import __version__
+        from veil.core.errors import refuse_overwrite
+        from veil.core.io import FORMAT, FORMAT_VERSION, HEADER_KEY, atomic_write
+
+        refuse_overwrite(path, force)
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "veil_version": __version__,
+            "model": {
+                "name": ARCH,
+                "input_shape": [],
+                "num_classes": len(TAGS),
+                "options": asdict(self.opts),
+            },
+            "classes": list(TAGS),
+            "extra": {"vocab": self.encoder.vocab, "o_bias": self.o_bias, "info": self.info},
+        }
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        return atomic_write(path, save(state, metadata={HEADER_KEY: json.dumps(header)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tagger:
+        """Read a tagger written by :meth:`save`; any other file is refused."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        from veil.core.io import read_header
+
+        header = read_header(path)
+        spec = header.get("model", {})
+        if spec.get("name") != ARCH:
+            raise ModelFileError(
+                f"{path} is a veil model file but not a PHI tagger ({spec.get('name')})"
+            )
+        try:
+            opts = Options(**spec["options"])
+            extra = header["extra"]
+            vocab, o_bias = list(extra["vocab"]), float(extra["o_bias"])
+            state = load(Path(path).read_bytes())
+        except (KeyError, TypeError, ValueError, SafetensorError) as e:
+            raise ModelFileError(f"{path}: malformed PHI tagger ({e})") from e
+        lexicon = Lexicon(
+            {g: state[f"lexicon_{g}"].numpy() for g in GROUPS if f"lexicon_{g}" in state}
+        )
+        if len(lexicon) != len(GROUPS):
+            raise ModelFileError(f"{path}: PHI tagger without its lexicon")
+        encoder = Encoder(vocab, lexicon, opts.max_len)
+        net = TaggerNet(len(vocab), encoder.n_features, opts, lexicon)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ModelFileError(f"{path}: weights do not fit the tagger ({e})") from e
+        return cls(net, encoder, opts, o_bias, extra.get("info"))
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+
+def token_count(notes: list[Note]) -> int:
+    return sum(len(tokens(n.text)) for n in notes)

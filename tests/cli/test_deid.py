@@ -1,0 +1,77 @@
+"""``veil deid``: de-identify files, folders and PhysioNet records; evaluate; train."""
+
+from __future__ import annotations
+
+import json
+
+from veil.cli.main import main
+from veil.deid.corpus import parse_records
+
+RECORDS = (
+    "START_OF_RECORD=7||||1||||\nSeen by Dr. Foley on 8/23. Call 410-555-9876.\n"
+    "||||END_OF_RECORD\n\nSTART_OF_RECORD=7||||2||||\nDr. Foley aware, cath 8/24.\n"
+    "||||END_OF_RECORD\n"
+)
+NOTES = [n.text for n in parse_records(RECORDS)]
+PHI = [(1, "Foley", "HCPName"), (1, "8/23", "Date"), (1, "410-555-9876", "Phone"),
+       (2, "Foley", "HCPName"), (2, "8/24", "Date")]  # fmt: skip
+PHRASES = "".join(
+    f"7 {k} {NOTES[k - 1].index(w)} {NOTES[k - 1].index(w) + len(w)} {cat} {w}\n"
+    for k, w, cat in PHI
+)
+
+
+def _records(tmp_path):
+    (tmp_path / "n.text").write_text(RECORDS)
+    (tmp_path / "n.phrase").write_text(PHRASES)
+    return tmp_path / "n.text"
+
+
+def test_text_keeps_the_physionet_format_and_surrogates_consistent(tmp_path, capsys):
+    key = tmp_path / "key"
+    key.write_text("ab" * 32)
+    out, spans = tmp_path / "out.text", tmp_path / "spans.jsonl"
+    args = ["deid", "text", str(_records(tmp_path)), "-o", str(out), "--key-file", str(key)]
+    assert main([*args, "--spans", str(spans)]) == 0
+    text = out.read_text()
+    assert text.count("START_OF_RECORD=7||||") == 2 and text.count("||||END_OF_RECORD") == 2
+    for phi in ("Foley", "8/23", "8/24", "410-555-9876"):
+        assert phi not in text
+    log = [json.loads(line) for line in spans.read_text().splitlines()]
+    assert [r["note"] for r in log] == ["1", "2"]
+    assert "Foley" not in spans.read_text()
+    # same key, same patient: the doctor gets one surrogate in both notes and both runs
+    first = log[0]["replaced"][0]
+    name = text.split("||||\n")[1][first[2] : first[3]]
+    assert text.count(name) >= 2
+    assert main([*args, "--force"]) == 0 and out.read_text() == text
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_text_on_a_folder_and_bad_input(tmp_path, capsys):
+    src = tmp_path / "notes"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "one.txt").write_text("Dr. Foley saw pt on 8/23.\n")
+    (src / "two.txt").write_text("")
+    assert main(["deid", "text", str(src), "-o", str(tmp_path / "out"), "--mode", "mask"]) == 0
+    assert (
+        tmp_path / "out" / "a" / "one.txt"
+    ).read_text() == "Dr. [NAME-DOCTOR] saw pt on [DATE].\n"
+    assert (tmp_path / "out" / "two.txt").read_text() == ""
+    assert "two.txt is empty" in capsys.readouterr().err
+    (src / "bad.txt").write_bytes(b"ok\n\xfe\n")
+    assert main(["deid", "text", str(src / "bad.txt")]) == 2
+    assert "line 2: not UTF-8" in capsys.readouterr().err
+    assert main(["deid", "text", str(src)]) == 2
+    assert "needs --out" in capsys.readouterr().err
+
+
+def test_eval_prints_the_headline_keys(tmp_path, capsys):
+    assert main(["deid", "eval", str(_records(tmp_path)), "--json", "--bootstrap", "50"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for k in ("token_recall", "token_precision", "token_f1", "entity_strict_f1"):
+        assert 0.0 <= result[k] <= 1.0
+    assert result["gold_spans"] == 5 and result["token_recall"] >= 0.8
+    assert main(["deid", "eval", str(_records(tmp_path)), "--rules-only"]) == 0
+    assert "token recall" in capsys.readouterr().out

@@ -1,0 +1,79 @@
+import pytest
+
+from veil.core.errors import ModelFileError, VeilError
+from veil.deid.corpus import Note, tokens
+from veil.deid.encode import build_vocab, chunk_bounds
+from veil.deid.evaluate import token_scores
+from veil.deid.lexicon import Lexicon, word_hash
+
+from .conftest import DOCTORS, synthetic_notes
+
+
+def test_tagger_learns_names_it_never_saw_in_the_vocabulary(tiny_tagger):
+    test = synthetic_notes(40, seed=7)
+    scores = token_scores(test, tiny_tagger.predict(test, use_rules=False))
+    assert scores["recall"] > 0.9 and scores["precision"] > 0.9
+    assert not {d.lower() for d in DOCTORS} & set(tiny_tagger.encoder.vocab)
+
+
+def test_vocab_keeps_words_of_two_patients_and_never_phi():
+    notes = synthetic_notes(60)
+    vocab = build_vocab(notes)
+    assert "aware" in vocab and "jones" not in vocab
+    assert build_vocab([Note("1", "1", "rare words here")]) == []
+
+
+def test_bias_against_o_raises_recall(tiny_tagger):
+    test = synthetic_notes(40, seed=9)
+    low = token_scores(test, tiny_tagger.predict(test, o_bias=-4.0, use_rules=False))
+    high = token_scores(test, tiny_tagger.predict(test, o_bias=8.0, use_rules=False))
+    assert high["recall"] >= low["recall"] and high["precision"] < low["precision"]
+
+
+def test_calibrate_reaches_the_target_recall(tiny_tagger):
+    dev = synthetic_notes(30, seed=4)
+    bias = tiny_tagger.o_bias
+    point = tiny_tagger.calibrate(dev, target_recall=0.95)
+    assert point["recall"] >= 0.95 and tiny_tagger.o_bias == point["o_bias"]
+    tiny_tagger.o_bias = bias
+
+
+def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
+    from veil.deid.tagger import Tagger
+
+    path = tiny_tagger.save(tmp_path / "t.veil")
+    again = Tagger.load(path)
+    notes = synthetic_notes(10, seed=5)
+    assert again.predict(notes) == tiny_tagger.predict(notes)
+    assert again.o_bias == tiny_tagger.o_bias
+    with pytest.raises(VeilError, match="exists"):
+        tiny_tagger.save(path)
+
+
+def test_other_files_are_refused(tmp_path, tiny_tagger):
+    from veil.core.io import save_model
+    from veil.core.models import build, spec_of
+    from veil.deid.tagger import Tagger
+
+    spec = spec_of("mlp", (4,), 2)
+    save_model(tmp_path / "m.veil", build("mlp", (4,), 2), spec)
+    with pytest.raises(ModelFileError, match="not a PHI tagger"):
+        Tagger.load(tmp_path / "m.veil")
+    (tmp_path / "junk.veil").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError):
+        Tagger.load(tmp_path / "junk.veil")
+
+
+def test_lexicon_features_use_hashes():
+    lex = Lexicon({"first": [word_hash("Ann")], "last": []})
+    assert lex.features(["ann", "ANN", "bob"]).tolist() == [[1, 0], [1, 0], [0, 0]]
+
+
+def test_chunks_cut_at_line_breaks_and_cover_all_tokens():
+    text = "a b c\nd e\nf g h i j\n" * 5
+    toks = tokens(text)
+    bounds = chunk_bounds(text, toks, 7)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(toks)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(0 < e - s <= 7 for s, e in bounds)
+    assert "\n" in text[toks[bounds[0][1] - 1][1] : toks[bounds[0][1]][0]]
