@@ -44,3 +44,13 @@ def test_rules_leave_clinical_numbers_alone(text):
 def test_merge_joins_overlaps_keeping_the_longer_label():
     merged = rules.merge([Span(0, 4, "DATE"), Span(2, 10, "PHONE"), Span(12, 13, "ID")])
     assert merged == [Span(0, 10, "PHONE"), Span(12, 13, "ID")]
+
+
+def test_initials_join_the_name_after_them():
+    text = "as per E. WELSH and J Smith, not CXR Jones"
+    found = [
+        Span(text.index(w), text.index(w) + len(w), "NAME-DOCTOR")
+        for w in ("WELSH", "Smith", "Jones")
+    ]
+    joined = rules.with_initials(text, found)
+    assert [text[s.start : s.end] for s in joined] == ["E. WELSH", "J Smith", "Jones"]

@@ -200,7 +200,7 @@ def train(
     dev_fraction: float = typer.Option(
         0.15, help="Patients held out to pick the epoch and the recall bias."
     ),
-    target_recall: float = typer.Option(0.9, help="Dev token recall the bias is set for."),
+    target_recall: float = typer.Option(0.94, help="Dev token recall the bias is set for."),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:

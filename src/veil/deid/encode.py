@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -116,29 +117,33 @@ class Encoded:
 def shape_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
     out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
     for i, (s, e) in enumerate(toks):
-        w = text[s:e]
-        before = text[max(0, s - 3) : s]
-        out[i] = (
-            w[:1].isupper() and w[1:].islower(),
-            w.isupper() and len(w) > 1,
-            w.islower(),
-            w.isdigit(),
-            not w.isalnum(),
-            len(w) == 1,
-            len(w) == 2,
-            3 <= len(w) <= 4,
-            len(w) >= 5,
-            w.isdigit() and len(w) == 2,
-            w.isdigit() and len(w) == 4,
-            s == 0 or "\n" in text[max(0, s - 2) : s] or i == 0,
-            ":" in before,
-        )
+        out[i, :-2] = _word_shape(text[s:e])
+        out[i, -2] = s == 0 or i == 0 or "\n" in text[max(0, s - 2) : s]
+        out[i, -1] = ":" in text[max(0, s - 3) : s]
     return out
 
 
-def rule_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
+@lru_cache(maxsize=65536)
+def _word_shape(w: str) -> tuple[bool, ...]:
+    """The first eleven :data:`SHAPES` of a word (the last two depend on where it stands)."""
+    return (
+        w[:1].isupper() and w[1:].islower(),
+        w.isupper() and len(w) > 1,
+        w.islower(),
+        w.isdigit(),
+        not w.isalnum(),
+        len(w) == 1,
+        len(w) == 2,
+        3 <= len(w) <= 4,
+        len(w) >= 5,
+        w.isdigit() and len(w) == 2,
+        w.isdigit() and len(w) == 4,
+    )
+
+
+def rule_features(toks: list[tuple[int, int]], found: list[Span]) -> np.ndarray:
     out = np.zeros((len(toks), len(RULE_LABELS)), dtype=np.float32)
-    for span in rules.spans(text):
+    for span in found:
         for i, (s, e) in enumerate(toks):
             if s < span.end and e > span.start:
                 out[i, RULE_LABELS.index(span.label)] = 1
@@ -158,7 +163,10 @@ class Encoder:
     def n_features(self) -> int:
         return N_FEATURES_BASE + len(self.lexicon)
 
-    def encode(self, notes: list[Note], gold: bool = True) -> list[Encoded]:
+    def encode(
+        self, notes: list[Note], gold: bool = True, rule_spans: list[list[Span]] | None = None
+    ) -> list[Encoded]:
+        """Chunks of ``notes`` (``rule_spans``: each note's rule spans, if already found)."""
         out = []
         for k, note in enumerate(notes):
             toks = tokens(note.text)
@@ -168,7 +176,7 @@ class Encoder:
             feats = np.concatenate(
                 [
                     shape_features(note.text, toks),
-                    rule_features(note.text, toks),
+                    rule_features(toks, rule_spans[k] if rule_spans else rules.spans(note.text)),
                     self.lexicon.features(words),
                 ],
                 axis=1,

@@ -10,6 +10,7 @@ unlisted word has probability about (list size) / 2^64.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=65536)
 def word_hash(word: str) -> int:
     """The signed 64-bit hash a lexicon keeps of a lower-cased word."""
     digest = hashlib.blake2b(word.lower().encode(), digest_size=8, person=b"veil-deid").digest()

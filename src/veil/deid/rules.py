@@ -95,7 +95,7 @@ def find(text: str) -> Iterator[Span]:
 
 
 def spans(text: str) -> list[Span]:
-    """Rule spans of ``text``, overlaps merged (the first label wins), sorted."""
+    """Rule spans of ``text``, overlaps merged (the longer part's label wins), sorted."""
     return merge(find(text))
 
 
@@ -110,3 +110,18 @@ def merge(found) -> list[Span]:
         else:
             out.append(s)
     return out
+
+
+_INITIAL = re.compile(r"(?<![^\W\d_])([A-Z])\.?\s{0,2}$")
+
+
+def with_initials(text: str, found: list[Span]) -> list[Span]:
+    """Names extended back over an initial just before them ("E. Welsh", "J Smith"): the
+    tagger often leaves the initial out, and an initial next to a surname identifies."""
+    out = list(found)
+    for s in found:
+        if s.label.startswith("NAME-"):
+            before = text[max(0, s.start - 4) : s.start]
+            if m := _INITIAL.search(before):
+                out.append(Span(s.start - len(before) + m.start(1), s.end, s.label))
+    return merge(out)

@@ -67,15 +67,17 @@ class TaggerNet(nn.Module):
         return Lexicon({g: getattr(self, f"lexicon_{g}").numpy() for g in GROUPS})
 
     def emissions(self, words, chars, feats, lengths) -> torch.Tensor:
-        b, t, c = chars.shape
-        ch = self.chars(chars.view(b * t, c)).transpose(1, 2)
-        ch = torch.relu(self.conv(ch)).max(dim=2).values.view(b, t, -1)
+        """``chars`` is (spellings, index): each distinct spelling of the batch once (the
+        char-CNN runs on those), and which spelling each token has."""
+        spellings, index = chars
+        ch = self.chars(spellings).transpose(1, 2)
+        ch = torch.relu(self.conv(ch)).max(dim=2).values[index]
         x = self.drop(torch.cat([self.words(words), ch, feats], dim=2))
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         h, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=t)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])
         return self.out(self.drop(h))
 
 
@@ -93,7 +95,14 @@ def _batch(chunks: list[Encoded], word_dropout: float = 0.0, rng=None):
     lengths = torch.tensor([len(c.toks) for c in chunks])
     mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
     as_t = torch.from_numpy
-    return as_t(words), as_t(chars), as_t(feats), as_t(tags), lengths, mask
+    rows = np.ascontiguousarray(chars.reshape(n * t, MAX_CHARS))
+    _, first, index = np.unique(
+        rows.view(np.dtype((np.void, rows.itemsize * MAX_CHARS))).ravel(),
+        return_index=True,
+        return_inverse=True,
+    )
+    chars = (as_t(rows[first]), as_t(index.reshape(n, t)))
+    return as_t(words), chars, as_t(feats), as_t(tags), lengths, mask
 
 
 class Tagger:
@@ -173,9 +182,11 @@ class Tagger:
 
     # -- prediction ----------------------------------------------------------------------
     @torch.no_grad()
-    def emissions(self, notes: list[Note]) -> list[tuple[Encoded, np.ndarray]]:
+    def emissions(
+        self, notes: list[Note], rule_spans: list[list[Span]] | None = None
+    ) -> list[tuple[Encoded, np.ndarray]]:
         """Each chunk of ``notes`` with its emission scores (before the bias)."""
-        chunks = self.encoder.encode(notes, gold=False)
+        chunks = self.encoder.encode(notes, gold=False, rule_spans=rule_spans)
         out = []
         for i in range(0, len(chunks), 64):
             part = chunks[i : i + 64]
@@ -208,12 +219,17 @@ class Tagger:
         self, notes: list[Note], o_bias: float | None = None, use_rules: bool = True
     ) -> list[list[Span]]:
         """PHI spans of each note: the network's, unioned with the rules' (merged, sorted)."""
-        found = self.decode(self.emissions(notes), len(notes), o_bias)
-        if use_rules:
-            found = [
-                rules.merge([*f, *rules.spans(n.text)]) for f, n in zip(found, notes, strict=True)
-            ]
-        return [rules.merge(f) for f in found]
+        by_rules = [rules.spans(n.text) for n in notes]
+        found = self.decode(self.emissions(notes, by_rules), len(notes), o_bias)
+        return [
+            self.finish(n.text, f, r if use_rules else [])
+            for n, f, r in zip(notes, found, by_rules, strict=True)
+        ]
+
+    @staticmethod
+    def finish(text: str, found: list[Span], by_rules: list[Span]) -> list[Span]:
+        """The network's spans with initials before names, unioned with the rules' spans."""
+        return rules.merge([*rules.with_initials(text, found), *by_rules])
 
     def spans(self, text: str) -> list[Span]:
         """PHI spans of one text."""
@@ -231,12 +247,14 @@ class Tagger:
         """
         from veil.deid.evaluate import token_scores
 
-        scored = self.emissions(dev)
-        rule_spans = [rules.spans(n.text) for n in dev]
+        by_rules = [rules.spans(n.text) for n in dev]
+        scored = self.emissions(dev, by_rules)
         best = None
         for bias in grid:
             found = self.decode(scored, len(dev), float(bias))
-            found = [rules.merge([*f, *r]) for f, r in zip(found, rule_spans, strict=True)]
+            found = [
+                self.finish(n.text, f, r) for n, f, r in zip(dev, found, by_rules, strict=True)
+            ]
             s = token_scores(dev, found)
             point = {"o_bias": float(bias), **s}
             if s["recall"] >= target_recall:

@@ -31,7 +31,7 @@ def train_tagger(
     *,
     epochs: int = 15,
     dev_fraction: float = 0.15,
-    target_recall: float = 0.9,
+    target_recall: float = 0.94,
     seed: int = 0,
     echo: Callable[[str], None] = print,
     opts=None,

@@ -65,6 +65,7 @@ STEP_MODULES = (
     "veil.pipeline.collab_step",
     "veil.pipeline.audit_step",
     "veil.pipeline.he_step",
+    "veil.pipeline.deid_step",
 )
 _loaded = False
 
