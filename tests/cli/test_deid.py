@@ -63,6 +63,9 @@ def test_text_on_a_folder_and_bad_input(tmp_path, capsys):
     (src / "bad.txt").write_bytes(b"ok\n\xfe\n")
     assert main(["deid", "text", str(src / "bad.txt")]) == 2
     assert "line 2: not UTF-8" in capsys.readouterr().err
+    assert main(["deid", "text", str(src / "bad.txt"), "-o", str(tmp_path / "bad.out")]) == 2
+    assert "line 2: not UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "bad.out").exists() and not list(tmp_path.glob(".bad.out*"))
     assert main(["deid", "text", str(src)]) == 2
     assert "needs --out" in capsys.readouterr().err
 
@@ -75,3 +78,15 @@ def test_eval_prints_the_headline_keys(tmp_path, capsys):
     assert result["gold_spans"] == 5 and result["token_recall"] >= 0.8
     assert main(["deid", "eval", str(_records(tmp_path)), "--rules-only"]) == 0
     assert "token recall" in capsys.readouterr().out
+    assert main(["deid", "eval", str(_records(tmp_path)), "--compare", "--json"]) == 0
+    compare = json.loads(capsys.readouterr().out)["compare"]
+    assert set(compare) == {"rules", "presidio_patterns"}
+    # the rules find both dates and the phone number (11 of 13 PHI tokens), and nothing else
+    assert compare["rules"]["token_precision"] == 1.0 and compare["rules"]["token_recall"] > 0.5
+
+
+def test_train_refuses_an_unknown_algorithm(tmp_path, capsys):
+    assert (
+        main(["deid", "train", "--sites", "3", "--algo", "fedprox", "-o", str(tmp_path / "t")]) == 2
+    )
+    assert "unknown algorithm 'fedprox'" in capsys.readouterr().err

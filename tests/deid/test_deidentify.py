@@ -112,8 +112,13 @@ def test_stream_yields_the_same_text_in_blocks(monkeypatch):
     lines = [f"line {i} Dr. Jones\n" for i in range(20)]
     d = Deidentifier(FixedTagger(_find(("Jones", "NAME-DOCTOR"))), "mask", KEY)
     out = list(d.stream(lines))
+    text = "".join(lines)
     assert len(out) > 3
-    assert "".join(out) == "".join(lines).replace("Jones", "[NAME-DOCTOR]")
+    assert "".join(r.text for r in out) == text.replace("Jones", "[NAME-DOCTOR]")
+    reps = [x for r in out for x in r.replacements]
+    assert len(reps) == 20 and all(text[x.start : x.end] == "Jones" for x in reps)
+    joined = "".join(r.text for r in out)
+    assert all(joined[x.new_start : x.new_end] == "[NAME-DOCTOR]" for x in reps)
 
 
 def test_shipped_tagger_finds_obvious_phi():

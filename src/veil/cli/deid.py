@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -99,18 +100,15 @@ def text(
     deid = Deidentifier(load_tagger(model), mode, key, keep_weekday)
     if str(source) == "-":
         for block in deid.stream(sys.stdin, patient):
-            sys.stdout.write(block)
+            sys.stdout.write(block.text)
         return
     log = []
     for src, dst in _inputs(source, out):
         if dst is not None:
             refuse_overwrite(dst, force)
-        result, records = _one(deid, src, patient)
+        records = _one(deid, src, dst, patient)
         log.extend({"file": str(src), **r} for r in records)
-        if dst is None:
-            sys.stdout.write(result)
-        else:
-            atomic_write(dst, result)
+        if dst is not None:
             typer.echo(
                 f"{src} -> {dst}: {sum(len(r['replaced']) for r in records)} PHI spans replaced",
                 err=True,
@@ -120,23 +118,53 @@ def text(
         atomic_write(spans, "".join(json.dumps(r) + "\n" for r in log))
 
 
-def _one(deid, path: Path, patient: str) -> tuple[str, list[dict]]:
+def _one(deid, path: Path, dst: Path | None, patient: str) -> list[dict]:
+    """De-identify one file into ``dst`` (stdout if None); plain text is streamed."""
     from veil.deid.corpus import _decode, parse_records
+    from veil.deid.deidentify import Result
 
-    text = _decode(path)
-    if "START_OF_RECORD=" in text[:2000]:
-        notes = parse_records(text, str(path))
-        results = deid.notes(notes)
-        parts = [
-            f"START_OF_RECORD={n.patient}||||{n.note}||||\n{r.text}||||END_OF_RECORD\n"
-            for n, r in zip(notes, results, strict=True)
-        ]
-        records = [_record(r, n.patient, n.note) for n, r in zip(notes, results, strict=True)]
-        return "\n".join(parts), records
-    if not text.strip():
+    with path.open("rb") as f:
+        physionet = b"START_OF_RECORD=" in f.read(4096)
+    with _output(dst) as write:
+        if physionet:
+            notes = parse_records(_decode(path), str(path))
+            results = deid.notes(notes)
+            for i, (n, r) in enumerate(zip(notes, results, strict=True)):
+                head = f"START_OF_RECORD={n.patient}||||{n.note}||||\n"
+                write(("\n" if i else "") + head + r.text + "||||END_OF_RECORD\n")
+            return [_record(r, n.patient, n.note) for n, r in zip(notes, results, strict=True)]
+        replaced = []
+        for block in deid.stream(_lines(path), patient):
+            write(block.text)
+            replaced.extend(block.replacements)
+    if path.stat().st_size == 0:
         typer.echo(f"warning: {path} is empty", err=True)
-    result = deid.text(text, patient)
-    return result.text, [_record(result, patient, path.name)]
+    return [_record(Result("", replaced), patient, path.name)]
+
+
+def _lines(path: Path):
+    """Lines of a UTF-8 file, read as they are needed; bad bytes are an error naming the line."""
+    from veil.core.errors import DataError
+
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                byte = raw[e.start]
+                raise DataError(f"{path} line {number}: not UTF-8 (byte {byte:#04x})") from e
+
+
+@contextmanager
+def _output(dst: Path | None):
+    """A text writer to ``dst`` (atomic: the file appears complete or not at all) or stdout."""
+    from veil.core.io import atomic_writer
+
+    if dst is None:
+        yield sys.stdout.write
+        return
+    with atomic_writer(dst) as f:
+        yield lambda text: f.write(text.encode())
 
 
 def _record(result, patient: str, note: str) -> dict:
@@ -157,6 +185,10 @@ def evaluate(
     rules_only: bool = typer.Option(False, help="Score the rules alone."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     bootstrap: int = typer.Option(1000, help="Bootstrap draws for 95% intervals (0: none)."),
+    compare: bool = typer.Option(False, help="Also score the rules alone and Presidio."),
+    spacy_model: str = typer.Option(
+        None, help="With --compare: an installed spaCy pipeline for Presidio's NER."
+    ),
 ) -> None:
     """Score the tagger on notes with gold PHI spans (token and entity level)."""
     from veil.deid import rules
@@ -169,6 +201,10 @@ def evaluate(
     found = detect(gold) if detect else load_tagger(model).predict(gold)
     result = score(gold, found, bootstrap)
     result["detector"] = "rules" if rules_only else str(model or "shipped tagger")
+    if compare:
+        from veil.deid.presidio import baseline_scores
+
+        result["compare"] = baseline_scores(gold, spacy_model)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -186,6 +222,11 @@ def evaluate(
     )
     for label, r in result["category_recall"].items():
         typer.echo(f"  recall {label:14s} {r:.3f}")
+    for name, r in result.get("compare", {}).items():
+        typer.echo(
+            f"{name}: token recall {r['token_recall']:.3f}, precision "
+            f"{r['token_precision']:.3f}, F1 {r['token_f1']:.3f}"
+        )
 
 
 @app.command("train")
@@ -196,7 +237,10 @@ def train(
         ".jsonl); default: $VEIL_DATA/deid/physionet-dev.text.",
     ),
     out: Path = typer.Option(Path("tagger.veil"), "--out", "-o", help="Tagger file to write."),
-    epochs: int = typer.Option(15, help="Training epochs."),
+    epochs: int = typer.Option(15, help="Training epochs (DSSGD: rounds)."),
+    sites: int = typer.Option(1, min=1, help="Sites that train together (split by patient)."),
+    algo: str = typer.Option("dssgd", help="How sites train together: dssgd."),
+    theta_down: float = typer.Option(0.1, help="DSSGD: fraction of parameters downloaded."),
     dev_fraction: float = typer.Option(
         0.15, help="Patients held out to pick the epoch and the recall bias."
     ),
@@ -206,8 +250,11 @@ def train(
 ) -> None:
     """Train a PHI tagger on notes with gold spans, split by patient."""
     from veil.core.errors import refuse_overwrite
+    from veil.deid.deidentify import DeidError
     from veil.deid.train import train_tagger
 
+    if algo != "dssgd":
+        raise DeidError(f"unknown algorithm {algo!r}; sites train together with dssgd")
     refuse_overwrite(out, force)
     tagger, report = train_tagger(
         notes,
@@ -215,6 +262,8 @@ def train(
         dev_fraction=dev_fraction,
         target_recall=target_recall,
         seed=seed,
+        sites=sites,
+        theta_down=theta_down,
         echo=typer.echo,
     )
     tagger.save(out, force=force)

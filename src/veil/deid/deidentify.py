@@ -131,17 +131,20 @@ class Deidentifier:
         results = [self.notes([Note(patient, "-", b)])[0] for b in blocks(text)]
         return _join(results)
 
-    def stream(self, lines: Iterable[str], patient: str = "-") -> Iterator[str]:
-        """De-identified text of a stream of lines, yielded block by block (bounded memory)."""
-        buf, size = [], 0
+    def stream(self, lines: Iterable[str], patient: str = "-") -> Iterator[Result]:
+        """De-identify a stream of lines block by block (bounded memory); each block's
+        :class:`Result` has offsets into the whole stream."""
+        buf, size, old, new = [], 0, 0, 0
         for line in lines:
             buf.append(line)
             size += len(line)
             if size >= BLOCK_CHARS and line.endswith("\n"):
-                yield self.notes([Note(patient, "-", "".join(buf))])[0].text
+                result = _moved(self.notes([Note(patient, "-", "".join(buf))])[0], old, new)
+                old, new = old + size, new + len(result.text)
+                yield result
                 buf, size = [], 0
         if buf:
-            yield self.notes([Note(patient, "-", "".join(buf))])[0].text
+            yield _moved(self.notes([Note(patient, "-", "".join(buf))])[0], old, new)
 
 
 def blocks(text: str, size: int = BLOCK_CHARS) -> list[str]:
@@ -158,18 +161,25 @@ def blocks(text: str, size: int = BLOCK_CHARS) -> list[str]:
 
 
 def _join(results: list[Result]) -> Result:
+    """One result of consecutive pieces' results (offsets moved into the whole)."""
     text, reps, old, new = [], [], 0, 0
     for r in results:
-        for x in r.replacements:
-            reps.append(
-                Replacement(x.start + old, x.end + old, x.new_start + new, x.new_end + new, x.label)
-            )
+        reps.extend(_moved(r, old, new).replacements)
         old += len(r.text) - sum(
-            (x.new_end - x.new_start) - (x.end - x.start) for x in r.replacements
+            x.new_end - x.new_start - (x.end - x.start) for x in r.replacements
         )
         new += len(r.text)
         text.append(r.text)
     return Result("".join(text), reps)
+
+
+def _moved(result: Result, old: int, new: int) -> Result:
+    """``result`` of a piece that starts at ``old`` in the input and ``new`` in the output."""
+    reps = [
+        Replacement(x.start + old, x.end + old, x.new_start + new, x.new_end + new, x.label)
+        for x in result.replacements
+    ]
+    return Result(result.text, reps)
 
 
 def deidentify(

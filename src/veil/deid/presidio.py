@@ -123,3 +123,23 @@ def analyzer_spans(analyzer, text: str, threshold: float = 0.0) -> list[Span]:
     for r in analyzer.analyze(text=text, language="en", score_threshold=threshold):
         out.append(Span(r.start, r.end, back.get(r.entity_type, "ID")))
     return sorted(set(out))
+
+
+def baseline_scores(notes, spacy_package: str | None = None) -> dict:
+    """Token scores of the rules alone and of Presidio (patterns; with ``spacy_package``'s
+    NER too) on notes with gold spans: what ``veil deid eval --compare`` prints beside the
+    tagger."""
+    from veil.deid import rules
+    from veil.deid.evaluate import token_scores
+
+    found = {"rules": [rules.spans(n.text) for n in notes]}
+    analyzer = presidio_analyzer()
+    found["presidio_patterns"] = [analyzer_spans(analyzer, n.text) for n in notes]
+    if spacy_package:
+        analyzer = presidio_analyzer(spacy_package)
+        found[f"presidio_{spacy_package}"] = [analyzer_spans(analyzer, n.text) for n in notes]
+    out = {}
+    for name, spans in found.items():
+        s = token_scores(notes, spans)
+        out[name] = {f"token_{k}": v for k, v in s.items()}
+    return out

@@ -33,10 +33,17 @@ def train_tagger(
     dev_fraction: float = 0.15,
     target_recall: float = 0.94,
     seed: int = 0,
+    sites: int = 1,
+    theta_down: float = 0.1,
     echo: Callable[[str], None] = print,
     opts=None,
 ):
-    """Train on all patients but a ``dev_fraction`` held out to pick the epoch and the bias."""
+    """Train on all patients but a ``dev_fraction`` held out to pick the epoch and the bias.
+
+    With ``sites`` > 1 the training patients are split into that many sites which train one
+    tagger with DSSGD (:func:`veil.deid.collab.train_dssgd`, ``epochs`` rounds, θd
+    ``theta_down``, Festag & Spreckelsen's other settings).
+    """
     from dataclasses import replace
 
     from veil.deid.tagger import Options, Tagger
@@ -50,7 +57,18 @@ def train_tagger(
     def progress(epoch, loss, f1):
         echo(f"epoch {epoch}/{epochs}: loss {loss:.3f}, dev token F1 {f1:.3f}")
 
-    tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
+    if sites > 1:
+        from veil.deid.collab import train_dssgd
+
+        def each_round(r, f1):
+            echo(f"round {r}/{epochs}: dev token F1 {f1:.3f} (DSSGD, {sites} sites)")
+
+        tagger, run = train_dssgd(train, load_lexicon(), sites, epochs, dev, opts,
+                                  {"theta_down": theta_down}, seed, each_round)  # fmt: skip
+        tagger.info.update(collab={"algo": "dssgd", "sites": sites, "theta_down": theta_down,
+                                   "uploaded_fraction": run.uploaded_fraction})  # fmt: skip
+    else:
+        tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
     point = tagger.calibrate(dev, target_recall)
     tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
     report = {
