@@ -38,8 +38,11 @@ def _kek(shared: bytes, ephemeral_pub: bytes, recipient_pub: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(shared)
 
 
-def seal_bytes(payload: bytes, recipient_pub) -> bytes:
-    """``payload`` sealed for the holder of the private key matching ``recipient_pub``."""
+def seal_bytes(payload: bytes, recipient_pub, associated: bytes = b"") -> bytes:
+    """``payload`` sealed for the holder of the private key matching ``recipient_pub``.
+
+    ``associated`` data is authenticated, not stored: unsealing needs the same bytes (the
+    enclave key broker binds a wrapped key to the enclave's measurement this way)."""
     from cryptography.hazmat.primitives.asymmetric import x25519
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -60,7 +63,7 @@ def seal_bytes(payload: bytes, recipient_pub) -> bytes:
     header["wrapped_key"] = AESGCM(kek).encrypt(wrap_nonce, data_key, rec_pub).hex()
     head = json.dumps(header, sort_keys=True).encode()
     prefix = MAGIC + struct.pack(">I", len(head)) + head
-    return prefix + AESGCM(data_key).encrypt(nonce, payload, prefix)
+    return prefix + AESGCM(data_key).encrypt(nonce, payload, prefix + associated)
 
 
 def _parse(blob: bytes, name: str) -> tuple[dict, bytes, bytes]:
@@ -81,7 +84,9 @@ def _parse(blob: bytes, name: str) -> tuple[dict, bytes, bytes]:
     return header, blob[:end], blob[end:]
 
 
-def unseal_bytes(blob: bytes, private_key, name: str = "sealed model") -> bytes:
+def unseal_bytes(
+    blob: bytes, private_key, name: str = "sealed model", associated: bytes = b""
+) -> bytes:
     """The payload of a sealed blob, decrypted in memory; refuses a wrong key or tampering."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.asymmetric import x25519
@@ -98,7 +103,7 @@ def unseal_bytes(blob: bytes, private_key, name: str = "sealed model") -> bytes:
         data_key = AESGCM(kek).decrypt(
             bytes.fromhex(header["wrap_nonce"]), bytes.fromhex(header["wrapped_key"]), rec_pub
         )
-        return AESGCM(data_key).decrypt(bytes.fromhex(header["nonce"]), body, prefix)
+        return AESGCM(data_key).decrypt(bytes.fromhex(header["nonce"]), body, prefix + associated)
     except (InvalidTag, ValueError) as e:
         raise SealError(f"{name} fails authentication: tampered or corrupted") from e
 

@@ -1,0 +1,1 @@
+"""Confined ML-as-a-service (Chiron-style): sealed data, confined training, black-box use."""
