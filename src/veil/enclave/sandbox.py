@@ -1,0 +1,192 @@
+"""Run untrusted training code confined (Ryoan's role in Chiron): data in, one record out.
+
+:func:`run_confined` starts ``python -m veil.enclave.confine`` under bubblewrap:
+``--unshare-all`` (no network, new PID/IPC/UTS/user namespaces), ``--die-with-parent``,
+``--clearenv``, ``--new-session``, read-only binds of only what Python needs (the
+interpreter, the virtual environment, veil's source, system libraries), a fresh ``/proc``
+and a minimal read-only ``/dev``, and a tmpfs ``/scratch`` that is the only writable place.
+Inside, :mod:`veil.enclave.confine` sets resource limits, Landlock and the seccomp
+allow-list of :mod:`veil.enclave.policy` before the code runs. The data goes in on stdin;
+stdout and stderr go nowhere; the only way out is one fixed-size record on a pipe, and the
+wall time is padded to a multiple of ``pad_s`` so that how long the code ran says little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from veil.core.errors import VeilError
+from veil.enclave.confine import MAGIC, STATUS
+
+HEADER = 9
+
+
+class SandboxError(VeilError):
+    """The sandbox cannot be started here (no bubblewrap, say)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resources the confined code may use; ``result_bytes`` is the fixed record size."""
+
+    wall_s: float = 120.0
+    cpu_s: int = 120
+    memory_mb: int = 4096
+    file_mb: int = 64
+    open_files: int = 64
+    result_bytes: int = 1 << 20
+    scratch_mb: int = 64
+    pad_s: float = 0.5
+
+
+@dataclass
+class Outcome:
+    """How the confined run ended: ``ok`` (with ``result``), ``error`` (the code raised),
+    ``oversized``, ``bad-type``, ``killed`` (by a signal: ``signal``), ``timeout``, or
+    ``refused`` (the output was not exactly one record)."""
+
+    status: str
+    result: bytes | None
+    seconds: float
+    signal: str | None = None
+
+
+def bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise SandboxError(
+            "bubblewrap (bwrap) is not installed: `apt-get install bubblewrap` (make setup does)"
+        )
+    return path
+
+
+def _binds() -> list[str]:
+    """Read-only binds: system libraries, the interpreter, the venv, veil's source."""
+    import veil
+
+    paths = {"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/alternatives"}
+    paths |= {sys.base_prefix, sys.prefix, os.path.realpath(sys.executable)}
+    paths.add(str(Path(veil.__file__).resolve().parents[1]))
+    args = []
+    for p in sorted(paths):
+        if os.path.lexists(p):
+            args += ["--ro-bind", p, p]
+    return args
+
+
+def command(code_dir: Path, entry: str, limits: Limits, out_fd: int) -> list[str]:
+    """The bubblewrap command line that runs the shim on ``code_dir/code.py``; the record
+    comes out on descriptor ``out_fd``."""
+    mb = 1 << 20
+    return [
+        bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1",
+        *_binds(),
+        "--ro-bind", str(code_dir), "/job",
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(limits.scratch_mb * mb), "--tmpfs", "/scratch", "--chdir", "/scratch",
+        "--remount-ro", "/dev",
+        sys.executable, "-I", "-m", "veil.enclave.confine", entry, str(out_fd),
+        str(limits.result_bytes), str(limits.memory_mb * mb), str(limits.cpu_s),
+        str(limits.file_mb * mb), str(limits.open_files),
+    ]  # fmt: skip
+
+
+def run_confined(
+    code: str, data: bytes, entry: str = "train", limits: Limits | None = None
+) -> Outcome:
+    """Run ``code``'s ``entry(data) -> bytes`` confined; see the module for what that means."""
+    limits = limits or Limits()
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="veil-job-") as tmp:
+        code_dir = Path(tmp)
+        (code_dir / "code.py").write_text(code)
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                command(code_dir, entry, limits, write_end),
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(write_end,), start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        try:
+            _feed(proc, data)
+            out, timed_out = _collect(read_end, proc, limits, start)
+        finally:
+            os.close(read_end)
+            _stop(proc)
+    outcome = _outcome(out, proc.returncode, timed_out, limits)
+    outcome.seconds = _pad(start, limits.pad_s)
+    return outcome
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(data)
+        proc.stdin.close()
+
+
+def _collect(fd: int, proc, limits: Limits, start: float) -> tuple[bytes, bool]:
+    """Everything written to the record pipe (at most one record and a byte), until EOF."""
+    cap, chunks, size = HEADER + limits.result_bytes + 1, [], 0
+    while True:
+        left = limits.wall_s - (time.monotonic() - start)
+        if left <= 0:
+            return b"".join(chunks), True
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        piece = os.read(fd, 1 << 20)
+        if not piece:
+            break
+        if size < cap:
+            chunks.append(piece[: cap - size])
+        size += len(piece)
+    try:
+        proc.wait(timeout=max(0.1, limits.wall_s - (time.monotonic() - start)))
+    except subprocess.TimeoutExpired:
+        return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _outcome(out: bytes, code: int | None, timed_out: bool, limits: Limits) -> Outcome:
+    if timed_out:
+        return Outcome("timeout", None, 0.0)
+    names = {v: k for k, v in STATUS.items()}
+    if code and code < 0 or code and code > 128:
+        number = -code if code < 0 else code - 128
+        return Outcome("killed", None, 0.0, signal.Signals(number).name)
+    if len(out) != HEADER + limits.result_bytes or out[:4] != MAGIC or out[4] not in names:
+        return Outcome("refused", None, 0.0)
+    (length,) = struct.unpack(">I", out[5:9])
+    status = names[out[4]]
+    if length > limits.result_bytes or (status != "ok" and length):
+        return Outcome("refused", None, 0.0)
+    return Outcome(status, out[HEADER : HEADER + length] if status == "ok" else None, 0.0)
+
+
+def _pad(start: float, quantum: float) -> float:
+    """Sleep until the elapsed time is a whole number of ``quantum``; return that time."""
+    elapsed = time.monotonic() - start
+    target = quantum * max(1, -(-elapsed // quantum)) if quantum > 0 else elapsed
+    time.sleep(max(0.0, target - elapsed))
+    return target
