@@ -128,3 +128,38 @@ def train(data):
     assert out.status == "ok", out
     acc = __import__("numpy").frombuffer(out.result[:4], dtype="float32")[0]
     assert acc > 0.9 and len(out.result) == 4 + 4 * (4 * 2 + 2)
+
+
+SERVE = """
+import numpy as np
+
+def load(model):
+    return np.frombuffer(model, dtype=np.float32).reshape(2, 2)
+
+def predict(w, request):
+    x = np.frombuffer(request, dtype=np.float32).reshape(-1, 2)
+    if x.shape[0] > 100:
+        return bytes(10_000)
+    if x[0, 0] == 99:
+        import os
+        os.fork()
+    return (x @ w).argmax(1).astype(np.uint8).tobytes()
+"""
+
+
+def test_confined_worker_answers_in_order_and_dies_on_an_attack():
+    import numpy as np
+
+    from veil.enclave.sandbox import ConfinedWorker
+
+    w = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    with ConfinedWorker(SERVE, w.tobytes(), limits=FAST) as worker:
+        x = np.array([[3, 1], [0, 2], [5, 4]], dtype=np.float32)
+        out = worker.ask(x.tobytes())
+        assert out.status == "ok" and list(out.result) == [0, 1, 0]
+        assert worker.ask(np.zeros((200, 2), np.float32).tobytes()).status == "oversized"
+        assert worker.ask(b"\x00" * 7).status == "error"  # not a whole number of rows
+        assert worker.ask(x.tobytes()).result == out.result  # still serving
+        attack = worker.ask(np.array([[99, 0]], dtype=np.float32).tobytes())
+        assert attack.status == "killed" and attack.signal == "SIGSYS"
+        assert worker.ask(x.tobytes()).status == "refused"  # dead stays dead

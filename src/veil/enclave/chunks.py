@@ -96,6 +96,11 @@ def open_sealed(blob: bytes, key: bytes, label: str = "") -> bytes:
     return b"".join(open_chunks(blob, key, label))
 
 
+def check_sealed(blob: bytes) -> dict:
+    """The header facts of sealed data (chunk size, label); an error if it is not sealed data."""
+    return _parse(blob)[1]
+
+
 def _parse(blob: bytes) -> tuple[bytes, dict]:
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
         raise ChunkError("not veil sealed data: bad magic")

@@ -1,11 +1,15 @@
 """Inside the sandbox: the trusted shim that confines the operator's code, then runs it.
 
-Run by :mod:`veil.enclave.sandbox` as ``python -I -m veil.enclave.confine ENTRY`` inside
-bubblewrap. In order: read the data from stdin (the only way in), set resource limits,
+Run by :mod:`veil.enclave.sandbox` as ``python -I -m veil.enclave.confine MODE ENTRY ...``
+inside bubblewrap. In order: read the data from stdin (the only way in), set resource limits,
 send stdout and stderr to /dev/null, apply Landlock (where the kernel has it) and the
 seccomp allow-list, then run the operator's code (``/job/code.py``) and call its ``ENTRY``
 function on the data. Its return value (bytes) leaves as one fixed-size record on the
 record pipe (its descriptor is an argument); the record is the only way out. Nothing here prints.
+
+Mode ``serve`` keeps the confined process for inference: the model arrives first (one
+frame), the code's ``load(model)`` runs once, then each framed request on stdin gets one
+fixed-size record from ``ENTRY(state, request)``.
 """
 
 from __future__ import annotations
@@ -43,15 +47,50 @@ def _silence() -> None:
     os.close(null)
 
 
-def _read_stdin() -> bytes:
-    data = sys.stdin.buffer.read()
-    os.close(0)
-    return data
+def _read_exact(n: int) -> bytes | None:
+    """``n`` bytes from stdin, or None at end of input."""
+    out = bytearray()
+    while len(out) < n:
+        piece = os.read(0, n - len(out))
+        if not piece:
+            return None
+        out += piece
+    return bytes(out)
+
+
+def _write(fd: int, rec: bytes) -> None:
+    view = memoryview(rec)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _answer(fn, args, result_size: int) -> bytes:
+    """The record for ``fn(*args)``: ok with its bytes, or a bare status (no text leaves)."""
+    try:
+        out = fn(*args)
+    except BaseException:  # noqa: BLE001  (any failure is one status)
+        return record("error", b"", result_size)
+    if not isinstance(out, bytes | bytearray):
+        return record("bad-type", b"", result_size)
+    if len(out) > result_size:
+        return record("oversized", b"", result_size)
+    return record("ok", bytes(out), result_size)
+
+
+def frame(payload: bytes) -> bytes:
+    """A request on the serve worker's stdin: 4-byte big-endian length, then the bytes."""
+    return struct.pack(">I", len(payload)) + payload
 
 
 def main() -> None:
-    entry, out_fd, result_size, memory, cpu, fsize, nofile = sys.argv[1], *map(int, sys.argv[2:8])
-    data = _read_stdin()
+    mode, entry = sys.argv[1], sys.argv[2]
+    out_fd, result_size, memory, cpu, fsize, nofile, max_in = map(int, sys.argv[3:10])
+    if mode == "train":
+        data = sys.stdin.buffer.read()  # all of it, before confinement
+        os.close(0)
+    else:  # serve: the model comes first, one frame
+        size = struct.unpack(">I", _read_exact(4))[0]
+        data = _read_exact(size) if size <= max_in else None
     source = open("/job/code.py", encoding="utf-8").read()  # noqa: SIM115 (read before limits)
     import numpy  # noqa: F401  (heavy imports before the filter, so they need no new rights)
     import pyseccomp  # noqa: F401  (finds libseccomp by running ldconfig: before the filter)
@@ -63,23 +102,38 @@ def main() -> None:
     _silence()
     policy.landlock("/scratch")
     policy.seccomp()
-    status, payload = "error", b""
+    namespace: dict = {"__name__": "operator_code"}
     try:
-        namespace: dict = {"__name__": "operator_code"}
         exec(compile(source, "/job/code.py", "exec"), namespace)  # the confined code
-        out = namespace[entry](data)
-        if not isinstance(out, bytes | bytearray):
-            status = "bad-type"
-        elif len(out) > result_size:
-            status = "oversized"
-        else:
-            status, payload = "ok", bytes(out)
-    except BaseException:  # noqa: BLE001  (any failure is one status; no text leaves)
-        status = "error"
-    rec = record(status, payload, result_size)
-    view = memoryview(rec)
-    while view:
-        view = view[os.write(out_fd, view) :]
+    except BaseException:  # noqa: BLE001  (a failure is one status; no text leaves)
+        namespace = {}
+    if mode == "train":
+        fn = namespace.get(entry)
+        _write(
+            out_fd, _answer(fn, (data,), result_size) if fn else record("error", b"", result_size)
+        )
+        os._exit(0)
+    _serve(namespace, entry, data, out_fd, result_size, max_in)
+
+
+def _serve(namespace: dict, entry: str, model, out_fd: int, result_size: int, max_in: int):
+    """Answer framed requests with ``entry(state, request)``, where ``state`` is what the
+    code's ``load(model)`` returned; one fixed-size record per request, in order."""
+    state = None
+    try:
+        state = namespace["load"](model)
+        ready = record("ok", b"", result_size)
+    except BaseException:  # noqa: BLE001
+        ready = record("error", b"", result_size)
+    _write(out_fd, ready)
+    while (head := _read_exact(4)) is not None:
+        (size,) = struct.unpack(">I", head)
+        if size > max_in:
+            os._exit(3)
+        request = _read_exact(size)
+        if request is None:
+            break
+        _write(out_fd, _answer(namespace.get(entry), (state, request), result_size))
     os._exit(0)
 
 

@@ -36,7 +36,8 @@ ALLOWED = (
     "select", "pselect6", "pipe2", "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait",
     "epoll_pwait", "membarrier", "mkdir", "mkdirat", "unlink", "unlinkat", "rename",
     "renameat", "renameat2", "ftruncate", "fsync", "fdatasync", "statfs", "fstatfs",
-    "fadvise64", "getxattr", "lgetxattr", "fgetxattr", "memfd_create", "umask",
+    "fadvise64", "getxattr", "lgetxattr", "fgetxattr", "memfd_create", "umask", "mbind",
+    "get_mempolicy", "set_mempolicy",
 )  # fmt: skip
 CLONE_THREAD = 0x00010000
 

@@ -46,6 +46,7 @@ class Limits:
     file_mb: int = 64
     open_files: int = 64
     result_bytes: int = 1 << 20
+    request_bytes: int = 1 << 26  # serve mode: largest model or request frame
     scratch_mb: int = 64
     pad_s: float = 0.5
 
@@ -85,7 +86,9 @@ def _binds() -> list[str]:
     return args
 
 
-def command(code_dir: Path, entry: str, limits: Limits, out_fd: int) -> list[str]:
+def command(
+    code_dir: Path, entry: str, limits: Limits, out_fd: int, mode: str = "train"
+) -> list[str]:
     """The bubblewrap command line that runs the shim on ``code_dir/code.py``; the record
     comes out on descriptor ``out_fd``."""
     mb = 1 << 20
@@ -97,9 +100,9 @@ def command(code_dir: Path, entry: str, limits: Limits, out_fd: int) -> list[str
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(limits.scratch_mb * mb), "--tmpfs", "/scratch", "--chdir", "/scratch",
         "--remount-ro", "/dev",
-        sys.executable, "-I", "-m", "veil.enclave.confine", entry, str(out_fd),
+        sys.executable, "-I", "-m", "veil.enclave.confine", mode, entry, str(out_fd),
         str(limits.result_bytes), str(limits.memory_mb * mb), str(limits.cpu_s),
-        str(limits.file_mb * mb), str(limits.open_files),
+        str(limits.file_mb * mb), str(limits.open_files), str(limits.request_bytes),
     ]  # fmt: skip
 
 
@@ -171,10 +174,21 @@ def _stop(proc: subprocess.Popen) -> None:
 def _outcome(out: bytes, code: int | None, timed_out: bool, limits: Limits) -> Outcome:
     if timed_out:
         return Outcome("timeout", None, 0.0)
+    if name := _signal_name(code):
+        return Outcome("killed", None, 0.0, name)
+    return _parse(out, limits)
+
+
+def _signal_name(code: int | None) -> str | None:
+    """The signal that ended the process (bubblewrap reports a killed child as 128 + n)."""
+    if not code or 0 <= code <= 128:
+        return None
+    return signal.Signals(-code if code < 0 else code - 128).name
+
+
+def _parse(out: bytes, limits: Limits) -> Outcome:
+    """The outcome one record says; anything but exactly one well-formed record: refused."""
     names = {v: k for k, v in STATUS.items()}
-    if code and code < 0 or code and code > 128:
-        number = -code if code < 0 else code - 128
-        return Outcome("killed", None, 0.0, signal.Signals(number).name)
     if len(out) != HEADER + limits.result_bytes or out[:4] != MAGIC or out[4] not in names:
         return Outcome("refused", None, 0.0)
     (length,) = struct.unpack(">I", out[5:9])
@@ -182,6 +196,97 @@ def _outcome(out: bytes, code: int | None, timed_out: bool, limits: Limits) -> O
     if length > limits.result_bytes or (status != "ok" and length):
         return Outcome("refused", None, 0.0)
     return Outcome(status, out[HEADER : HEADER + length] if status == "ok" else None, 0.0)
+
+
+class ConfinedWorker:
+    """A confined process that keeps the operator's model and answers requests with it.
+
+    The model goes in once; each request gets one fixed-size record back, in order. Requests
+    are serialised per worker (run several workers for concurrency). If the process dies or
+    misbehaves, every later request is refused.
+    """
+
+    def __init__(self, code: str, model: bytes, entry: str = "predict",
+                 limits: Limits | None = None, start_timeout_s: float = 60.0):  # fmt: skip
+        import threading
+
+        from veil.enclave.confine import frame
+
+        self.limits = limits or Limits()
+        self._tmp = tempfile.TemporaryDirectory(prefix="veil-serve-")
+        code_dir = Path(self._tmp.name)
+        (code_dir / "code.py").write_text(code)
+        self._read, write_end = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                command(code_dir, entry, self.limits, write_end, mode="serve"),
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(write_end,), start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        self._lock = threading.Lock()
+        self._broken = False
+        self._send(frame(model))
+        ready = self._receive(start_timeout_s)
+        if ready.status != "ok":
+            self.close()
+            raise SandboxError(f"the operator's load() did not start the worker ({ready.status})")
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            self._broken = True
+
+    def _receive(self, timeout_s: float) -> Outcome:
+        size, got = HEADER + self.limits.result_bytes, bytearray()
+        deadline = time.monotonic() + timeout_s
+        while len(got) < size and not self._broken:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._broken = True
+                return Outcome("timeout", None, 0.0)
+            ready, _, _ = select.select([self._read], [], [], left)
+            if ready:
+                piece = os.read(self._read, size - len(got))
+                self._broken = not piece
+                got += piece
+        if self._broken:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+            name = _signal_name(self._proc.poll())
+            return Outcome("killed" if name else "refused", None, 0.0, name)
+        return _parse(bytes(got), self.limits)
+
+    def ask(self, request: bytes, timeout_s: float = 30.0) -> Outcome:
+        """The operator code's answer to ``request`` (one record), or a refusal."""
+        from veil.enclave.confine import frame
+
+        with self._lock:
+            if self._broken or len(request) > self.limits.request_bytes:
+                return Outcome("refused", None, 0.0)
+            start = time.monotonic()
+            self._send(frame(request))
+            out = self._receive(timeout_s)
+            out.seconds = time.monotonic() - start
+            return out
+
+    def close(self) -> None:
+        self._broken = True
+        with contextlib.suppress(OSError, ValueError):
+            self._proc.stdin.close()
+        _stop(self._proc)
+        with contextlib.suppress(OSError):
+            os.close(self._read)
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ConfinedWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _pad(start: float, quantum: float) -> float:
