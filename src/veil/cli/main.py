@@ -11,7 +11,21 @@ import sys
 import typer
 
 from veil import __version__
-from veil.cli import audit, collab, data, deid, dp, he, image, model, mpc, report, run, train
+from veil.cli import (
+    audit,
+    collab,
+    data,
+    deid,
+    dp,
+    enclave,
+    he,
+    image,
+    model,
+    mpc,
+    report,
+    run,
+    train,
+)
 
 app = typer.Typer(
     name="veil",
@@ -30,6 +44,7 @@ app.add_typer(he.app, name="he")
 app.add_typer(mpc.app, name="mpc")
 app.add_typer(image.app, name="image")
 app.add_typer(deid.app, name="deid")
+app.add_typer(enclave.app, name="enclave")
 app.add_typer(audit.app, name="audit")
 app.command("train")(train.train)
 app.command("report")(report.report)
