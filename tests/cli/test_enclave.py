@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from veil.cli.main import main
+from veil.core.guarantees import Ledger
 from veil.core.net import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
@@ -85,7 +86,12 @@ def test_serve_upload_submit_query_audit(service, tmp_path, capsys):
     assert main(["enclave", "query", job["model"], str(tmp_path / "rows.npy"), *where]) == 0
     assert main(["enclave", "query", job["model"], str(tmp_path / "rows.npy"), *where]) == 2
     assert "429" in capsys.readouterr().err  # 100 rows spent
-    assert main(["enclave", "audit-log", *where]) == 0
+    ledger = tmp_path / "ledger.json"
+    assert main(["enclave", "audit-log", *where, "--ledger", str(ledger)]) == 0
     out = capsys.readouterr().out
+    entries = {g.guarantee: g for g in Ledger.load(ledger).entries}
+    assert set(entries) == {"training-data", "model"}
+    assert entries["model"].numbers["queries"] == 2
+    assert "simulated" in entries["training-data"].threat_model
     assert "signed, 7 entries verified" in out and "query" in out
     assert "upload" in out and "ward" in out

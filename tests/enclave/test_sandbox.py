@@ -3,70 +3,32 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
 
 import pytest
 
+from veil.enclave.redteam import ATTACKS, SECRET, attempt
 from veil.enclave.sandbox import Limits, run_confined
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
 
-SECRET = b"patient 4417202: HIV positive"
 FAST = Limits(wall_s=60, pad_s=0.25, result_bytes=4096)
-
-ATTACKS = {
-    "udp": "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "s.sendto(data, ('127.0.0.1', 9))\nreturn b'sent'",
-    "write-outside-scratch": "open('/job/leak.txt', 'wb').write(data)\nreturn b'written'",
-    "write-host-tmp": "open({host_tmp!r} + '/leak.txt', 'wb').write(data)\nreturn b'written'",
-    "dev-shm": "open('/dev/shm/leak', 'wb').write(data)\nreturn b'written'",
-    "exec-shell": "import os\nos.execv('/bin/sh', ['sh', '-c', 'echo leak'])",
-    "fork": "import os\npid = os.fork()\nreturn b'forked'",
-    "subprocess": "import subprocess\nreturn subprocess.run(['id'], capture_output=True).stdout",
-    "ptrace": "import ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\nreturn b'traced'",
-    "proc-of-host": "return open('/proc/{host_pid}/environ', 'rb').read()",
-    "io-uring": "import ctypes\nctypes.CDLL(None).syscall(425, 8, ctypes.c_void_p(0))\n"
-    "return b'ring'",
-    "openat2": "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.syscall(437, -100, b'/etc', 0, 0)\n"
-    "return b'opened'",
-    "memory": "blob = bytearray(8 << 30)\nreturn b'allocated'",
-    "cpu": "while True:\n        pass",
-    "wall-time": "import time\ntime.sleep(30)\nreturn b'slept'",
-    "oversized": "return data * 1000",
-    "not-bytes": "return 'a string'",
-    "extra-record": "import os\nfor fd in range(3, 64):\n        try:\n"
-    "            os.write(fd, data * 8)\n        except OSError:\n            pass\nreturn b'x'",
-}  # fmt: skip
-
-
-def _code(body: str) -> str:
-    lines = body.format(host_pid=os.getpid(), host_tmp=os.environ.get("TMPDIR", "/tmp"))
-    return "def train(data):\n    " + lines.replace("\n", "\n    ") + "\n"
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_attack_is_contained(attack, tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    limits = FAST
-    if attack == "memory":
-        limits = Limits(**{**FAST.__dict__, "memory_mb": 1024})
-    if attack == "cpu":
-        limits = Limits(**{**FAST.__dict__, "cpu_s": 1})
-    if attack == "wall-time":
-        limits = Limits(**{**FAST.__dict__, "wall_s": 4.0})
-    out = run_confined(_code(ATTACKS[attack]), SECRET, limits=limits)
-    assert out.result is None, (attack, out)
-    assert out.status in {"killed", "error", "refused", "timeout", "oversized", "bad-type"}
-    assert not list(tmp_path.iterdir())  # nothing written on the host
-    if attack in ("exec-shell", "fork", "ptrace", "io-uring", "openat2"):
-        assert out.status == "killed" and out.signal == "SIGSYS", out
+def test_attack_is_contained(attack):
+    out, contained = attempt(attack, FAST)
+    assert contained, (attack, out)
     if attack == "cpu":
         assert out.status == "killed" and out.signal in ("SIGXCPU", "SIGKILL"), out
     if attack == "wall-time":
         assert out.status == "timeout"
+
+
+def _code(body: str) -> str:
+    return "def train(data):\n    " + body.replace("\n", "\n    ") + "\n"
 
 
 def test_tcp_to_a_loopback_listener_never_connects():
@@ -95,7 +57,7 @@ def test_tcp_to_a_loopback_listener_never_connects():
 
 def test_prints_go_nowhere_and_time_is_padded():
     body = "print(data)\nimport os, sys\nsys.stderr.write(repr(data))\n"
-    body += "return b' '.join(os.readlink(f'/proc/self/fd/{{fd}}').encode() for fd in (1, 2))"
+    body += "return b' '.join(os.readlink(f'/proc/self/fd/{fd}').encode() for fd in (1, 2))"
     out = run_confined(_code(body), SECRET, limits=FAST)
     assert out.status == "ok" and out.result == b"/dev/null /dev/null"
     assert out.seconds / FAST.pad_s == pytest.approx(round(out.seconds / FAST.pad_s), abs=1e-6)

@@ -145,9 +145,13 @@ def query(
 
 
 @app.command("audit-log")
-def audit_log(folder: Path = FOLDER, url: str = URL) -> None:
+def audit_log(
+    folder: Path = FOLDER,
+    url: str = URL,
+    ledger: Path = typer.Option(None, help="Also write a ledger with the service's guarantees."),
+) -> None:
     """Fetch the audit log, check its chain and signed head, print it."""
-    from veil.enclave.service import verify_log
+    from veil.enclave.service import guarantees, verify_log
 
     doc = _client(folder, url, "owner").audit()
     try:
@@ -159,3 +163,12 @@ def audit_log(folder: Path = FOLDER, url: str = URL) -> None:
     for e in doc["entries"]:
         typer.echo(f"{e['i']:4d} {e['who']:18s} {e['action']:8s} {json.dumps(e['facts'])}")
     typer.echo(f"head {doc['head']['hash'][:16]}… signed, {doc['head']['count']} entries verified")
+    if ledger is not None:
+        from veil.core.guarantees import Ledger
+
+        run = Ledger.start("enclave service", command="veil enclave audit-log")
+        for g in guarantees(json.loads((folder / "platform.json").read_text()), doc):
+            run.add(g)
+        run.finish(status="ok")
+        run.save(ledger)
+        typer.echo(f"wrote {ledger}")

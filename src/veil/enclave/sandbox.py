@@ -207,19 +207,23 @@ class ConfinedWorker:
     """
 
     def __init__(self, code: str, model: bytes, entry: str = "predict",
-                 limits: Limits | None = None, start_timeout_s: float = 60.0):  # fmt: skip
+                 limits: Limits | None = None, start_timeout_s: float = 60.0,
+                 sealed: bool = False):  # fmt: skip
         import threading
 
-        from veil.enclave.confine import frame
+        from veil.enclave.confine import Channel, frame
 
         self.limits = limits or Limits()
+        key = os.urandom(32)
+        self._channel = Channel(key, self.limits.request_bytes) if sealed else None
         self._tmp = tempfile.TemporaryDirectory(prefix="veil-serve-")
         code_dir = Path(self._tmp.name)
         (code_dir / "code.py").write_text(code)
         self._read, write_end = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                command(code_dir, entry, self.limits, write_end, mode="serve"),
+                command(code_dir, entry, self.limits, write_end,
+                        mode="serve-sealed" if sealed else "serve"),  # fmt: skip
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(write_end,), start_new_session=True,
             )  # fmt: skip
@@ -227,6 +231,9 @@ class ConfinedWorker:
             os.close(write_end)
         self._lock = threading.Lock()
         self._broken = False
+        if self._channel is not None:
+            self._send(key)
+            model = self._channel.seal(model, b"m", len(model))
         self._send(frame(model))
         ready = self._receive(start_timeout_s)
         if ready.status != "ok":
@@ -242,6 +249,8 @@ class ConfinedWorker:
 
     def _receive(self, timeout_s: float) -> Outcome:
         size, got = HEADER + self.limits.result_bytes, bytearray()
+        if self._channel is not None:
+            size = self._channel.sealed_size(size)
         deadline = time.monotonic() + timeout_s
         while len(got) < size and not self._broken:
             left = deadline - time.monotonic()
@@ -258,6 +267,12 @@ class ConfinedWorker:
                 self._proc.wait(timeout=5)
             name = _signal_name(self._proc.poll())
             return Outcome("killed" if name else "refused", None, 0.0, name)
+        if self._channel is not None:
+            try:
+                got = self._channel.open(bytes(got), b"r")
+            except Exception:  # noqa: BLE001  (cryptography's InvalidTag: not from the shim)
+                self._broken = True
+                return Outcome("refused", None, 0.0)
         return _parse(bytes(got), self.limits)
 
     def ask(self, request: bytes, timeout_s: float = 30.0) -> Outcome:
@@ -268,6 +283,8 @@ class ConfinedWorker:
             if self._broken or len(request) > self.limits.request_bytes:
                 return Outcome("refused", None, 0.0)
             start = time.monotonic()
+            if self._channel is not None:
+                request = self._channel.seal(request, b"q")
             self._send(frame(request))
             out = self._receive(timeout_s)
             out.seconds = time.monotonic() - start

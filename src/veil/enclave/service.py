@@ -208,3 +208,55 @@ def create_app(runtime: Runtime, tokens: dict[str, str], budget: Budget | None =
 
     app.state.log = log
     return app
+
+
+def guarantees(platform: dict, audit: dict, step: str = "") -> list:
+    """Ledger entries for a confined service: what holds, on which platform, with what log.
+
+    ``platform`` is the service's ``platform.json``; ``audit`` its verified ``/v1/audit``."""
+    from veil.core.guarantees import Guarantee
+
+    simulated = platform.get("platform") == "simulated"
+    settings = platform.get("settings", {})
+    where = ("a simulated platform (no SGX/SEV/TDX here): quotes are signed by a key on the "
+             "machine, whose root can forge them and read the runtime's memory"
+             if simulated else f"platform {platform.get('platform')}")  # fmt: skip
+    common = {
+        "measurement": platform["measurement"],
+        "platform": platform.get("platform"),
+        "audit_entries": audit["head"]["count"],
+        "audit_head": audit["head"]["hash"],
+    }
+    queries = sum(1 for e in audit["entries"] if e["action"] == "query")
+    return [
+        Guarantee(
+            guarantee="training-data",
+            mechanism="confined training (bubblewrap + seccomp + Landlock) on sealed data",
+            claim="the operator's code saw the records only inside the sandbox, with no way "
+            "out but one fixed-size record; the records are decrypted only in the runtime",
+            threat_model=f"Untrusted operator code (confinement: real). The machine: {where}.",
+            parameters={
+                **common,
+                "status_of_confidentiality": "simulated" if simulated else "hardware",
+            },
+            status="claimed",
+            step=step,
+        ),
+        Guarantee(
+            guarantee="model",
+            mechanism="model sealed to the runtime's measurement; black-box answers",
+            claim="neither owner nor operator receives the model or its structure; clients get "
+            + ("rounded top-k scores" if settings.get("allow_top_k") else "labels only")
+            + f", at most {settings.get('rows')} rows each",
+            threat_model=f"Clients and the owner querying the model. The machine: {where}. "
+            "Label-only answers still allow some extraction (see BENCHMARKS: extraction).",
+            parameters={
+                **common,
+                "rows_budget": settings.get("rows"),
+                "rate_per_s": settings.get("rate"),
+            },  # fmt: skip
+            numbers={"queries": queries},
+            status="claimed",
+            step=step,
+        ),
+    ]
