@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -109,41 +106,16 @@ def confined_vs_native(epochs: int, rounds: int) -> dict:
             "confined_over_native": (c - s) / n, "rounds": rounds}  # fmt: skip
 
 
-class Service:
-    """``veil enclave serve`` as a child process; stopped by PID."""
-
-    def __init__(self, folder: Path, clients: int, budget: int):
-        from veil.core.net import free_port
-
-        self.port, self.folder = free_port(), folder
-        cmd = [sys.executable, "-m", "veil.cli.main", "enclave", "serve", "--folder", str(folder),
-               "--port", str(self.port), "--clients", str(clients), "--rows", str(budget),
-               "--rate", "10000", "--workers", "2"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        import httpx
-
-        for _ in range(600):
-            try:
-                if httpx.get(f"{self.url}/v1/audit", timeout=1).status_code == 401:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("service did not start")
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
-
-
 def load_test(folder: Path, seconds: float, clients: int, budget: int) -> dict:
     import httpx
 
+    from veil.core.net import ServiceProcess, free_port
     from veil.enclave.client import Client, policy_from
 
-    service = Service(folder, clients, budget)
-    try:
+    port = free_port()
+    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port), "--clients",
+            str(clients), "--rows", str(budget), "--rate", "10000", "--workers", "2"]  # fmt: skip
+    with ServiceProcess(args, port, "/v1/audit", "enclave service") as service:
         tokens = json.loads((folder / "tokens.json").read_text())
         owner = Client(service.url, tokens["owner"][0])
         key = os.urandom(32)
@@ -180,8 +152,6 @@ def load_test(folder: Path, seconds: float, clients: int, budget: int) -> dict:
         for t in threads:
             t.join()
         wall = time.monotonic() - start
-    finally:
-        service.stop()
     lat = np.concatenate([r["lat"] for r in results]) * 1000
     answered = sum(r["ok"] for r in results)
     exhausted = [r for r in results if r["refused"]]

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
 
 from veil.cli.main import main
 from veil.core.guarantees import Ledger
-from veil.core.net import free_port
+from veil.core.net import ServiceProcess, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
 
@@ -42,23 +36,9 @@ def predict(w, request):
 @pytest.fixture
 def service(tmp_path):
     port, folder = free_port(), tmp_path / "svc"
-    cmd = [sys.executable, "-m", "veil.cli.main", "enclave", "serve", "--folder", str(folder),
-           "--port", str(port), "--rows", "100", "--workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{url}/v1/audit", timeout=1).status_code == 401:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield folder, url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port), "--rows", "100"]
+    with ServiceProcess([*args, "--workers", "1"], port, "/v1/audit", "enclave service") as svc:
+        yield folder, svc.url
 
 
 def test_serve_upload_submit_query_audit(service, tmp_path, capsys):

@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from veil.core.errors import VeilError
+from veil.core.net import ServiceProcess, free_port
 from veil.encrypted.he.ckks import HEError, PublicContext
 from veil.encrypted.he.inference import Client, EncryptedModel
 
@@ -154,7 +155,7 @@ class RemoteClient:
         self.http.close()
 
 
-class Running:
+class Running(ServiceProcess):
     """``veil he serve MODEL`` as a child process on 127.0.0.1, stopped by PID on exit.
 
     Example::
@@ -167,76 +168,18 @@ class Running:
         from pathlib import Path
 
         self.model_path, self.folder = Path(model_path), Path(folder)
-        self.port, self.wait_s = port, wait_s
         self.token_file = self.folder / "he-service.token"
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        port = port or free_port()
+        args = ["he", "serve", str(self.model_path), "--port", str(port)]
+        args += ["--token-file", str(self.token_file)]
+        super().__init__(args, port, "/v1/model", "HE service", wait_s)
 
     def __enter__(self) -> Running:
-        import os
-        import subprocess
-        import sys
-
-        from veil.core.net import free_port
-
-        self.port = self.port or free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "veil.cli.main", "he", "serve", str(self.model_path)]
-        command += ["--port", str(self.port), "--token-file", str(self.token_file)]
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env={**os.environ, "VEIL_QUIET": "1"},
-        )
-        try:
-            self._wait()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _wait(self) -> None:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + self.wait_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace").strip()
-                raise VeilError(f"the HE service exited: {err.splitlines()[-1] if err else '?'}")
-            try:
-                if httpx.get(f"{self.url}/v1/model", timeout=1).status_code == 401:
-                    return  # up, and refusing strangers
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise VeilError(f"the HE service did not start within {self.wait_s:.0f} s")
+        return super().__enter__()
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
 
     def client(self, packings=("batch", "vector")) -> RemoteClient:
         return RemoteClient(self.url, self.token(), packings=packings)
-
-    def __exit__(self, *exc) -> None:
-        import os
-        import signal
-
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except Exception:  # noqa: BLE001 - it would not stop: make sure it does
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        finally:
-            self.process.stderr.close()
-            self.process = None
