@@ -240,7 +240,7 @@ def train(
     epochs: int = typer.Option(15, help="Training epochs (DSSGD: rounds)."),
     sites: int = typer.Option(1, min=1, help="Sites that train together (split by patient)."),
     algo: str = typer.Option("dssgd", help="How sites train together: dssgd."),
-    theta_down: float = typer.Option(0.1, help="DSSGD: fraction of parameters downloaded."),
+    theta_down: float = typer.Option(0.5, help="DSSGD: fraction of parameters downloaded."),
     dev_fraction: float = typer.Option(
         0.15, help="Patients held out to pick the epoch and the recall bias."
     ),

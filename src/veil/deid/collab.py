@@ -23,7 +23,7 @@ from veil.deid.corpus import Note, split_patients
 from veil.deid.encode import Encoder, build_vocab
 from veil.deid.lexicon import Lexicon
 
-FESTAG = {"theta_down": 0.1, "theta_up": 0.5, "gamma": 10.0, "tau": 1e-4}
+FESTAG = {"theta_down": 0.5, "theta_up": 0.5, "gamma": 10.0, "tau": 1e-4}
 
 
 class Site:

@@ -34,7 +34,7 @@ def train_tagger(
     target_recall: float = 0.94,
     seed: int = 0,
     sites: int = 1,
-    theta_down: float = 0.1,
+    theta_down: float = 0.5,
     echo: Callable[[str], None] = print,
     opts=None,
 ):
