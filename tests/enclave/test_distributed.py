@@ -14,7 +14,7 @@ LIMITS = Limits(wall_s=60, pad_s=0, result_bytes=4096)
 LOGISTIC = """
 import numpy as np
 
-def load(shard):
+def load_shard(shard):
     rows = np.frombuffer(shard, dtype=np.float32).reshape(-1, 4)
     return {"x": np.c_[rows[:, :3], np.ones(len(rows))], "y": rows[:, 3]}
 

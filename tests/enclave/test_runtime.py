@@ -72,3 +72,40 @@ def test_owner_operator_and_client_see_only_what_they_should(tmp_path):
     with pytest.raises(EnclaveError, match="no released key"):
         runtime.train("other", OPERATOR, classes=3)
     runtime.close()
+
+
+def test_several_sites_train_one_model_then_answer(tmp_path):
+    from .test_distributed import LOGISTIC
+
+    serving = (
+        LOGISTIC
+        + """
+def load(blob):
+    return np.frombuffer(blob, dtype=np.float32)
+
+def predict(w, request):
+    x = np.frombuffer(request, dtype=np.float32).reshape(-1, 3)
+    s = x @ w[:3] + w[3]
+    return np.stack([-s, s], axis=1).astype(np.float32).tobytes()
+"""
+    )
+    (tmp_path / "rt.py").write_text("runtime")
+    backend = SimulatedBackend([tmp_path / "rt.py"], b"policy", tmp_path / "platform")
+    runtime = Runtime(backend, tmp_path / "store", Limits(wall_s=60, pad_s=0, result_bytes=4096), 1)
+    policy = Policy(frozenset({backend.measure().hex()}), frozenset({backend.platform_key().hex()}))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)).astype(np.float32)
+    y = (x @ np.array([2.0, -1.0, 0.5]) > 0).astype(np.float32)
+    for i, part in enumerate(np.array_split(np.c_[x, y].astype(np.float32), 3)):
+        key = bytes([i + 1]) * 32
+        broker = KeyBroker(key, policy)
+        nonce = broker.challenge()
+        runtime.install_key(f"site{i}", broker.release(*runtime.attest(nonce), nonce))
+        runtime.add_data(f"site{i}", seal(part.tobytes(), key, label=f"site{i}"))
+    job = runtime.train(["site0", "site1", "site2"], serving, classes=2, rounds=4)
+    assert job["status"] == "ok"
+    labels = np.array(runtime.query(job["model"], x[:200])["labels"])
+    assert np.mean(labels == y[:200]) > 0.9
+    with pytest.raises(EnclaveError, match="rounds"):
+        runtime.train(["site0", "site1"], serving, classes=2)
+    runtime.close()

@@ -118,13 +118,23 @@ def submit(
         help="Python file with train(data) -> bytes, "
         "load(model) and predict(state, rows) -> float32 scores.",
     ),
-    dataset: str = typer.Option(..., help="Data set to train on."),
+    dataset: list[str] = typer.Option(
+        ...,
+        help="Data set to train on (repeat for several "
+        "sites: one confined worker each, with --rounds).",
+    ),
     classes: int = typer.Option(..., help="Number of classes predict() scores."),
+    rounds: int = typer.Option(0, help="Rounds of distributed training (several data sets)."),
     folder: Path = FOLDER,
     url: str = URL,
 ) -> None:
-    """Train: the code runs confined; you get a model id and a status, never the model."""
-    job = _client(folder, url, "operator").submit(dataset, code.read_text(), classes)
+    """Train: the code runs confined; you get a model id and a status, never the model.
+
+    One data set: CODE's train(data) -> model bytes. Several: CODE's load_shard(shard) and
+    local(state, params) -> params, averaged by the runtime each round. Either way
+    load(model) and predict(state, rows) then answer queries."""
+    names = dataset[0] if len(dataset) == 1 else dataset
+    job = _client(folder, url, "operator").submit(names, code.read_text(), classes, rounds)
     typer.echo(json.dumps(job))
 
 

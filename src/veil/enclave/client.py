@@ -63,9 +63,9 @@ class Client:
             "bytes"
         ]
 
-    def submit(self, dataset: str, code: str, classes: int) -> dict:
-        return self._call("POST", "/v1/jobs", json={"dataset": dataset, "code": code,
-                                                     "classes": classes})  # fmt: skip
+    def submit(self, dataset: str | list[str], code: str, classes: int, rounds: int = 0) -> dict:
+        body = {"dataset": dataset, "code": code, "classes": classes, "rounds": rounds}
+        return self._call("POST", "/v1/jobs", json=body)
 
     def query(self, model: str, rows, top_k: int = 0) -> dict:
         import numpy as np

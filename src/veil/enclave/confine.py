@@ -156,15 +156,16 @@ def main() -> None:
 def _serve(namespace: dict, entry: str, model, out_fd: int, result_size: int, max_in: int,
            channel: Channel | None):  # fmt: skip
     """Answer framed requests with ``entry(state, request)``, where ``state`` is what the
-    code's ``load(model)`` returned; one fixed-size record per request, in order (sealed
-    on ``channel`` when there is one)."""
+    code's ``load(model)`` returned (``entry`` may name the loader: ``"load_shard:local"``);
+    one fixed-size record per request, in order (sealed on ``channel`` if there is one)."""
 
     def send(rec: bytes) -> None:
         _write(out_fd, channel.seal(rec, b"r", len(rec)) if channel else rec)
 
+    loader, _, entry = entry.rpartition(":")
     state = None
     try:
-        state = namespace["load"](model)
+        state = namespace[loader or "load"](model)
         send(record("ok", b"", result_size))
     except BaseException:  # noqa: BLE001
         send(record("error", b"", result_size))

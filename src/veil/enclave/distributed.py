@@ -9,7 +9,7 @@ anything else; the untrusted code never carries a message. Messages between the 
 each worker's (trusted) shim are fixed-size AES-256-GCM under a per-worker session key
 (:class:`veil.enclave.confine.Channel`): across machines, that is what travels.
 
-The operator's code defines ``load(shard: bytes) -> state`` and ``local(state, params:
+The operator's code defines ``load_shard(shard: bytes) -> state`` and ``local(state, params:
 bytes) -> bytes``: given global parameters (float32), train locally and return the new ones;
 given ``b""``, return the worker's initial parameters (round 0 takes worker 0's).
 """
@@ -42,7 +42,7 @@ def train_distributed(code: str, shards: list[bytes], rounds: int,
     workers: list[ConfinedWorker] = []
     try:
         for shard in shards:
-            workers.append(ConfinedWorker(code, shard, "local", limits, sealed=True))
+            workers.append(ConfinedWorker(code, shard, "load_shard:local", limits, sealed=True))
         params = _ask(workers[0], b"", "initial parameters")
         size = len(params)
         with ThreadPoolExecutor(len(workers)) as pool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +69,45 @@ class Runtime:
         return len(sealed)
 
     # -- operator side: training ----------------------------------------------------------
-    def train(self, dataset: str, code: str, classes: int, entry: str = "train") -> dict:
-        """Run the operator's ``code`` confined on the data set; seal the model it returns.
-
-        Returns the model id and the job's status only."""
+    def _open(self, dataset: str) -> bytes:
+        """A data set's plaintext, in memory only."""
         path = self.store / "data" / f"{_name(dataset, 'data set')}.sealed"
         with self._lock:
             key = self._data_keys.get(dataset)
         if key is None or not path.is_file():
             raise EnclaveError(f"data set {dataset!r} has no released key or no upload yet")
+        return open_sealed(path.read_bytes(), key, label=dataset)
+
+    def train(self, datasets: str | list[str], code: str, classes: int, rounds: int = 0) -> dict:
+        """Run the operator's ``code`` confined on the data; seal the model it returns.
+
+        One data set: ``train(data)`` in one confined run. Several (one per site) with
+        ``rounds`` > 0: one confined worker per data set and this runtime as their parameter
+        server (:func:`veil.enclave.distributed.train_distributed`). Returns the model id and
+        the job's status only."""
+        names = [datasets] if isinstance(datasets, str) else list(datasets)
         if not 2 <= classes <= 1000:
             raise EnclaveError("classes must be between 2 and 1000")
-        data = open_sealed(path.read_bytes(), key, label=dataset)  # in memory only
-        out = run_confined(code, data, entry, self.limits)
-        job = {"status": out.status, "seconds": round(out.seconds, 3), "model": None}
-        if out.status == "ok":
+        if not names or (len(names) > 1 and rounds < 1):
+            raise EnclaveError("training on several data sets needs rounds >= 1")
+        data = [self._open(n) for n in names]
+        start = time.monotonic()
+        if rounds:
+            from veil.enclave.distributed import DistributedError, train_distributed
+
+            try:
+                model, _ = train_distributed(code, data, rounds, self.limits)
+                status = "ok"
+            except DistributedError:
+                model, status = None, "error"
+        else:
+            out = run_confined(code, data[0], "train", self.limits)
+            model, status = out.result, out.status
+        job = {"status": status, "seconds": round(time.monotonic() - start, 3), "model": None}
+        if status == "ok":
             model_id = secrets.token_hex(8)
-            meta = json.dumps({"classes": classes, "dataset": dataset}).encode()
-            for suffix, blob in (("model", out.result), ("code", code.encode()), ("meta", meta)):
+            meta = json.dumps({"classes": classes, "datasets": names, "rounds": rounds}).encode()
+            for suffix, blob in (("model", model), ("code", code.encode()), ("meta", meta)):
                 (self.store / "models" / f"{model_id}.{suffix}").write_bytes(
                     self.backend.seal(blob)
                 )

@@ -94,7 +94,7 @@ def command(
     mb = 1 << 20
     return [
         bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "OMP_NUM_THREADS", "1",
+        "--setenv", "PATH", "/usr/bin:/bin",
         *_binds(),
         "--ro-bind", str(code_dir), "/job",
         "--proc", "/proc", "--dev", "/dev",

@@ -161,15 +161,17 @@ def create_app(runtime: Runtime, tokens: dict[str, str], budget: Budget | None =
         log.add(me, "upload", dataset=name, bytes=size)
         return {"dataset": name, "bytes": size}
 
-    @app.post("/v1/jobs", summary="Train: the operator's code runs confined on a data set")
+    @app.post("/v1/jobs", summary="Train confined on a data set (or on several, with rounds)")
     async def submit(request: Request) -> dict:
         _, me = who(request, "operator")
         try:
             doc = json.loads(await body(request))
-            job = runtime.train(str(doc["dataset"]), str(doc["code"]), int(doc["classes"]))
+            names = doc["dataset"] if isinstance(doc["dataset"], list) else str(doc["dataset"])
+            rounds = int(doc.get("rounds", 0))
+            job = runtime.train(names, str(doc["code"]), int(doc["classes"]), rounds)
         except (KeyError, TypeError, ValueError, EnclaveError) as e:
             raise refuse(e) from e
-        log.add(me, "train", dataset=doc["dataset"], status=job["status"], model=job["model"])
+        log.add(me, "train", dataset=names, rounds=rounds, status=job["status"], model=job["model"])
         return job
 
     @app.post("/v1/models/{model}/query", summary="Labels (or rounded top-k) for rows")
