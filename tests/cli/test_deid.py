@@ -85,6 +85,12 @@ def test_eval_prints_the_headline_keys(tmp_path, capsys):
     assert compare["rules"]["token_precision"] == 1.0 and compare["rules"]["token_recall"] > 0.5
 
 
+def test_eval_needs_gold_spans(tmp_path, capsys):
+    (tmp_path / "n.text").write_text(RECORDS)
+    assert main(["deid", "eval", str(tmp_path / "n.text")]) == 2
+    assert "no gold PHI spans" in capsys.readouterr().err
+
+
 def test_train_refuses_an_unknown_algorithm(tmp_path, capsys):
     assert (
         main(["deid", "train", "--sites", "3", "--algo", "fedprox", "-o", str(tmp_path / "t")]) == 2

@@ -197,6 +197,10 @@ def evaluate(
     from veil.deid.evaluate import evaluate as score
 
     gold = read_notes(notes, phrases)
+    if not any(n.spans for n in gold):
+        from veil.deid.deidentify import DeidError
+
+        raise DeidError(f"{notes} has no gold PHI spans: pass its .phrase file (or JSONL spans)")
     detect = (lambda notes: [rules.spans(n.text) for n in notes]) if rules_only else None
     found = detect(gold) if detect else load_tagger(model).predict(gold)
     result = score(gold, found, bootstrap)
