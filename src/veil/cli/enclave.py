@@ -34,8 +34,8 @@ def serve(
     import uvicorn
 
     import veil.enclave as pkg
+    from veil.core.io import write_private
     from veil.enclave.attest import SimulatedBackend
-    from veil.enclave.client import write_private
     from veil.enclave.runtime import Runtime
     from veil.enclave.sandbox import Limits, bwrap
     from veil.enclave.service import Budget, create_app
@@ -100,7 +100,8 @@ def upload(
     """Attest, release the data key to the enclave, upload the data sealed in chunks."""
     import os
 
-    from veil.enclave.client import policy_from, write_private
+    from veil.core.io import write_private
+    from veil.enclave.client import policy_from
 
     if not key_file.exists():
         write_private(key_file, os.urandom(32).hex())

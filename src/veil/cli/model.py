@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -60,36 +61,67 @@ def keygen(
 @app.command("seal")
 def seal(
     path: Path = typer.Argument(..., help="A .veil model file."),
-    to: Path = typer.Option(..., "--to", help="Recipient's X25519 public key file (.pub)."),
+    to: Path = typer.Option(None, "--to", help="Recipient's X25519 public key file (.pub)."),
+    broker: str = typer.Option(None, help="Or: key broker URL that keeps the key."),
+    token_file: Path = typer.Option(None, help="With --broker: the broker's admin token."),
+    allow_device: list[Path] = typer.Option(
+        None, help="With --broker: device.json of a device that may get the key (repeat)."
+    ),
     out: Path = typer.Option(None, "--out", "-o", help="Sealed file (default: PATH.sealed)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
 ) -> None:
-    """Encrypt a model for one recipient (AES-256-GCM, key wrapped with X25519).
+    """Encrypt a model for one recipient key, or under a key only a broker keeps.
 
-    Threat model: without the recipient's private key the sealed file reveals only its size;
-    a device that unseals holds the plain model in memory.
+    Threat model: without the recipient's private key (or the broker's release after device
+    attestation) the sealed file reveals only its size; a device that unseals holds the
+    plain model in memory.
     """
-    from veil.core.io import read_header
-    from veil.protect import seal_file
+    from veil.core.errors import refuse_overwrite
+    from veil.core.io import atomic_write, read_header
+    from veil.protect import SealError, seal_file
 
     read_header(path)  # seal veil model files only: a clear error for anything else
-    target = seal_file(path, to, out or path.with_name(path.name + ".sealed"), force)
-    typer.echo(f"wrote {target}; only the holder of the private key for {to} can open it")
+    target = out or path.with_name(path.name + ".sealed")
+    if (to is None) == (broker is None):
+        raise SealError("give exactly one of --to (a recipient key) or --broker (a key broker)")
+    if to is not None:
+        seal_file(path, to, target, force)
+        typer.echo(f"wrote {target}; only the holder of the private key for {to} can open it")
+        return
+    from veil.protect.broker import seal_with_broker
+
+    if token_file is None:
+        raise SealError("--broker needs --token-file (the broker's admin token)")
+    refuse_overwrite(target, force)
+    devices = [json.loads(p.read_text()) for p in allow_device or []]
+    blob = seal_with_broker(path.read_bytes(), broker, token_file.read_text().strip(), devices)
+    atomic_write(target, blob)
+    typer.echo(f"wrote {target}; its key is kept by {broker} for {len(devices)} device(s)")
 
 
 @app.command("unseal")
 def unseal(
     path: Path = typer.Argument(..., help="A sealed model file."),
-    key: Path = typer.Option(..., "--key", help="Your X25519 private key file (.key)."),
+    key: Path = typer.Option(None, "--key", help="Your X25519 private key file (.key)."),
+    broker: str = typer.Option(None, help="Or: the key broker that keeps the model's key."),
+    device: Path = typer.Option(None, help="With --broker: this device's folder."),
     data: str = typer.Option(None, "--data", "-d", help="Evaluate on this data set too."),
 ) -> None:
     """Decrypt a sealed model in memory (never to disk), check it, show it, and evaluate it."""
     from veil.core import data as data_mod
     from veil.core.io import load_model_bytes
     from veil.core.train import evaluate
-    from veil.protect import unseal_file
+    from veil.protect import SealError, unseal_file
 
-    loaded = load_model_bytes(unseal_file(path, key), str(path))
+    if (key is None) == (broker is None) or (broker and device is None):
+        raise SealError("give --key, or --broker with --device")
+    if key is not None:
+        payload = unseal_file(path, key)
+    else:
+        from veil.protect.broker import Device, unseal_with_broker
+
+        payload = unseal_with_broker(path.read_bytes(), broker, Device(device))
+    loaded = load_model_bytes(payload, str(path))
     typer.echo(
         f"{path}: authentic; {loaded.spec.name} {tuple(loaded.spec.input_shape)} -> "
         f"{loaded.spec.num_classes} classes"
@@ -97,6 +129,38 @@ def unseal(
     if data:
         metrics = evaluate(loaded.model, data_mod.load(data, "test"))
         typer.echo(f"accuracy on {data}/test: {metrics['accuracy']:.4f}")
+
+
+@app.command("device")
+def device(
+    folder: Path = typer.Argument(..., help="The device's folder (made if missing)."),
+) -> None:
+    """Print (and write to FOLDER/device.json) what a model owner needs to allow this device."""
+    from veil.protect.broker import Device
+
+    facts = Device(folder).identity()
+    (folder / "device.json").write_text(json.dumps(facts, indent=2))
+    typer.echo(json.dumps(facts))
+
+
+@app.command("broker")
+def broker_serve(
+    folder: Path = typer.Option(Path("key-broker"), "--folder", help="Keys and the admin token."),
+    port: int = typer.Option(8471, help="Port on 127.0.0.1."),
+) -> None:
+    """Serve model keys to attested devices (admin token in FOLDER/broker.token, 0600)."""
+    import secrets
+
+    import uvicorn
+
+    from veil.core.io import write_private
+    from veil.protect.broker import create_app
+
+    folder.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    write_private(folder / "broker.token", token)
+    typer.echo(f"key broker on http://127.0.0.1:{port}")
+    uvicorn.run(create_app(folder, token), host="127.0.0.1", port=port, log_level="warning")
 
 
 @app.command("sign")

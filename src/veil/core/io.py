@@ -51,6 +51,14 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
+def write_private(path: str | Path, text: str) -> Path:
+    """Write a secret (key, token) readable by its owner only (0600 from the start)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
 def write_json(path: str | Path, obj) -> Path:
     """Write ``obj`` as indented JSON, atomically; NaN and infinities are refused."""
     return atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")

@@ -9,7 +9,6 @@ and the platform key from the vendor's certificate chain).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from veil.core.errors import VeilError
@@ -93,9 +92,3 @@ def policy_from(folder: Path) -> Policy:
     """The policy an owner builds from the service's published ``platform.json``."""
     doc = json.loads((Path(folder) / "platform.json").read_text())
     return Policy(frozenset({doc["measurement"]}), frozenset({doc["platform_key"]}))
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)

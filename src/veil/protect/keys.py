@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from veil.core.errors import VeilError, refuse_overwrite
+from veil.core.io import write_private
 
 KINDS = ("x25519", "ed25519", "secret")
 
@@ -36,12 +37,6 @@ def _raw(key) -> bytes:
     return key.public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def generate(stem: str | Path, kind: str, force: bool = False) -> tuple[Path, Path | None]:
     """Write ``STEM.key`` (private, mode 0600) and ``STEM.pub``; return their paths.
 
@@ -51,13 +46,13 @@ def generate(stem: str | Path, kind: str, force: bool = False) -> tuple[Path, Pa
     priv_path, pub_path = stem.with_suffix(".key"), stem.with_suffix(".pub")
     if kind == "secret":
         refuse_overwrite(priv_path, force)
-        _write_private(priv_path, f"secret-private {os.urandom(32).hex()}\n")
+        write_private(priv_path, f"secret-private {os.urandom(32).hex()}\n")
         return priv_path, None
     private_cls, _ = _classes(kind)
     for p in (priv_path, pub_path):
         refuse_overwrite(p, force)
     key = private_cls.generate()
-    _write_private(priv_path, f"{kind}-private {_raw(key).hex()}\n")
+    write_private(priv_path, f"{kind}-private {_raw(key).hex()}\n")
     pub_path.write_text(f"{kind}-public {_raw(key.public_key()).hex()}\n")
     return priv_path, pub_path
 
