@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.veil-installed
 TORCH  := torch==2.13.0
-DEBS   := bubblewrap dataset-fashion-mnist
+DEBS   := bubblewrap libseccomp2 dataset-fashion-mnist
 
 # Tests and benchmarks read the shared data folder when it is there.
 SHARED_DATA := $(wildcard ../shared/data)
