@@ -64,7 +64,7 @@ def test_default_run_writes_both_files(tmp_path):
     assert ledger.status("training-data") in ("claimed", "supported", "violated")
     deid = ledger.entries[0]
     assert deid.step == "notes-deid" and deid.numbers["notes"] == 12
-    assert deid.numbers["token_recall"] >= 0.8 and deid.numbers["gold_phi_left_verbatim"] <= 8
+    assert deid.numbers["token_recall"] >= 0.8 and deid.numbers["gold_phi_missed"] <= 8
     assert ledger.entries[1].numbers["epsilon"] <= 3.0
     audits = [e for e in ledger.entries if e.guarantee == "audit"]
     assert len(audits) == 3 and "epsilon" in audits[1].numbers  # the DP model's is checked
