@@ -66,6 +66,7 @@ STEP_MODULES = (
     "veil.pipeline.audit_step",
     "veil.pipeline.he_step",
     "veil.pipeline.deid_step",
+    "veil.pipeline.enclave_step",
 )
 _loaded = False
 
