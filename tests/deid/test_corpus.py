@@ -9,6 +9,7 @@ from veil.deid.corpus import (
     LABELS,
     Note,
     Span,
+    UnknownCategory,
     parse_phrases,
     parse_records,
     read_jsonl,
@@ -48,7 +49,6 @@ def test_reads_physionet_records_and_maps_categories(tmp_path):
         (TEXT.replace("||||END_OF_RECORD\n\n", "\n", 1), PHRASES, "1/1 has no"),
         (TEXT + "START_OF_RECORD=9||||1||||\ncut", PHRASES, "outside any"),
         (TEXT + TEXT.split("\n\n")[0], PHRASES, "duplicate record 1/1"),
-        (TEXT, "1 1 12 17 Doctor Jones\n", "line 1: unknown PHI category 'Doctor'"),
         (TEXT, "1 1 12 x HCPName Jones\n", "line 1: expected"),
         (TEXT, "3 1 0 2 Date 7/\n", "no record 3/1"),
         (TEXT, "1 1 12 99 Date x\n", "outside note 1/1"),
@@ -111,3 +111,9 @@ def test_parse_phrases_trims_whitespace_in_spans():
     notes = parse_records("START_OF_RECORD=1||||1||||\nnov. 2016 ok\n||||END_OF_RECORD")
     parse_phrases("1 1 0 5 Date nov. \n", notes)
     assert notes[0].spans == [Span(0, 4, "DATE")]
+
+
+def test_unknown_category_is_kept_as_other_with_a_warning(tmp_path):
+    with pytest.warns(UnknownCategory, match="line 1: unknown PHI category 'Doctor'"):
+        notes = read_physionet(*_write(tmp_path, TEXT, "1 1 12 17 Doctor Jones\n"))
+    assert notes[0].spans == [Span(12, 17, "OTHER")]

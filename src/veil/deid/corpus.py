@@ -44,6 +44,14 @@ PHYSIONET_LABELS = {
     "Phone": "PHONE",
     "Other": "OTHER",
     "Age": "AGE>89",
+    "ProxyName": "NAME-RELATIVE",
+    "Hospital": "HOSPITAL",
+    "HospitalName": "HOSPITAL",
+    "Email": "EMAIL",
+    "URL": "URL",
+    "SSN": "ID",
+    "MRN": "ID",
+    "ID": "ID",
 }
 RECORD = re.compile(
     r"START_OF_RECORD=([^|\n]*)\|\|\|\|([^|\n]*)\|\|\|\|\n(.*?)\|\|\|\|END_OF_RECORD", re.S
@@ -75,16 +83,31 @@ class Note:
         return f"{self.patient}/{self.note}"
 
 
+class UnknownCategory(UserWarning):
+    """A gold span's category veil does not map: kept, as OTHER."""
+
+
 def label_of(category: str, where: str) -> str:
-    """The veil label for a PhysioNet category or a veil label; an error names ``where``."""
+    """The veil label for a PhysioNet (or i2b2-style) category or a veil label.
+
+    An unknown category is kept as OTHER with a warning that names ``where`` (a span is never
+    dropped: for token-level scores only whether a token is PHI matters); a blank one is an
+    error."""
     if category in LABELS:
         return category
     if category in PHYSIONET_LABELS:
         return PHYSIONET_LABELS[category]
-    raise DataError(
-        f"{where}: unknown PHI category {category!r} "
-        f"(known: {', '.join(sorted(PHYSIONET_LABELS))} or {', '.join(LABELS)})"
+    if not category.strip():
+        raise DataError(f"{where}: a PHI span without a category")
+    import warnings
+
+    warnings.warn(
+        f"{where}: unknown PHI category {category!r}, kept as OTHER (known: "
+        f"{', '.join(sorted(PHYSIONET_LABELS))} or {', '.join(LABELS)})",
+        UnknownCategory,
+        stacklevel=2,
     )
+    return "OTHER"
 
 
 def _decode(path: Path) -> str:
