@@ -39,6 +39,7 @@ def party(
     limit: int = typer.Option(100, help="Rank 1: test images (random, seeded)."),
     repeat: int = typer.Option(1, help="Run the inference this many times (latency: warm runs)."),
     result: Path = typer.Option(None, help="Write this rank's result (JSON) here."),
+    labels_only: bool = typer.Option(False, help="Argmax on shares: rank 1 learns labels only."),
 ) -> None:
     """Run one rank of a private inference over TCP (torch.distributed, gloo)."""
     import time
@@ -67,16 +68,16 @@ def party(
         for _ in range(max(1, repeat)):
             comm.traffic = Traffic()  # count one inference
             start = time.perf_counter()
-            out = run_party(comm, shared, images, int(n.item()))
+            out = run_party(comm, shared, images, int(n.item()), labels_only=labels_only)
             times.append(time.perf_counter() - start)
         out["times"] = times
         out["seconds"] = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
     finally:
         comm.close()
-    if "logits" in out:
-        predicted = out["logits"].argmax(1)
+    if "logits" in out or "labels" in out:
+        predicted = out["logits"].argmax(1) if "logits" in out else out["labels"]
         out["accuracy"] = float((predicted == labels).mean())
-        out["logits"] = out["logits"].tolist()
+        out.update({k: out[k].tolist() for k in ("logits", "labels") if k in out})
     if result:
         result.write_text(json.dumps(out))
 
@@ -88,6 +89,9 @@ def infer(
     limit: int = typer.Option(100, help="Test images to classify."),
     engine: str = typer.Option("processes", help="processes (3 over TCP) or threads."),
     ledger: Path = typer.Option(None, help="Write the input/output guarantees here."),
+    labels_only: bool = typer.Option(
+        False, help="Compute the argmax on shares: the input owner learns labels, not logits."
+    ),
 ) -> None:
     """Classify test images privately; compare with the plaintext model."""
     import numpy as np
@@ -104,23 +108,24 @@ def infer(
         import time
 
         start = time.perf_counter()
-        out = infer_threads(shared, x)
+        out = infer_threads(shared, x, labels_only=labels_only)
         out["seconds"] = time.perf_counter() - start
-        logits = out["logits"]
     elif engine == "processes":
-        out = run_processes(model, name, limit)
-        logits = np.asarray(out["logits"])
+        out = run_processes(model, name, limit, labels_only=labels_only)
     else:
         raise ConfigError(f"unknown engine {engine!r}; use processes or threads")
     plain = shared.forward(x)
+    logits = None if labels_only else np.asarray(out["logits"])
+    predicted = np.asarray(out["labels"]) if labels_only else logits.argmax(1)
     numbers = {
         "images": len(x),
-        "accuracy_mpc": float((logits.argmax(1) == y).mean()),
+        "accuracy_mpc": float((predicted == y).mean()),
         "accuracy_plain": float((plain.argmax(1) == y).mean()),
-        "argmax_agreement": float((logits.argmax(1) == plain.argmax(1)).mean()),
-        "max_abs_error": float(np.abs(logits - plain).max()),
+        "argmax_agreement": float((predicted == plain.argmax(1)).mean()),
         "seconds": round(out["seconds"], 3),
     }
+    if logits is not None:
+        numbers["max_abs_error"] = float(np.abs(logits - plain).max())
     typer.echo(
         f"{len(x)} {name} images classified on shares ({engine}): accuracy "
         f"{numbers['accuracy_mpc']:.4f} (plaintext {numbers['accuracy_plain']:.4f}), argmax "
@@ -128,7 +133,7 @@ def infer(
     )
     if ledger:
         run = Ledger.start(f"mpc infer {name}")
-        for g in guarantees(numbers, step="mpc-infer"):
+        for g in guarantees(numbers, step="mpc-infer", labels_only=labels_only):
             run.add(g)
         run.finish()
         run.save(ledger)

@@ -84,3 +84,12 @@ def test_three_processes_agree_with_threads(tmp_path):
     in_process = infer_threads(shared, x)
     assert np.abs(np.asarray(over_tcp["logits"]) - in_process["logits"]).max() < 1e-3
     assert over_tcp["accuracy"] == float((in_process["logits"].argmax(1) == y).mean())
+
+
+def test_labels_only_reveals_the_argmax_and_nothing_else():
+    model, shape = _model("mlp")
+    shared = compile_shared(model, shape)
+    x = np.random.default_rng(2).normal(size=(30, *shape))
+    out = infer_threads(shared, x, labels_only=True)
+    assert "logits" not in out
+    assert np.array_equal(out["labels"], shared.forward(x).argmax(1))

@@ -119,3 +119,24 @@ def test_refuses_three_computing_parties():
 
     with pytest.raises(MPCError, match="two computing parties"):
         Party(LocalNetwork(3).comm(0), PRG())
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.lists(reals, min_size=1, max_size=11), min_size=1, max_size=4), st.data())
+def test_argmax_on_shares_is_the_first_maximum(rows, data):
+    width = min(len(r) for r in rows)
+    x = np.array([r[:width] for r in rows])
+    if data.draw(st.booleans()):  # ties: the first maximum must win
+        x[:, -1] = x.max(1)
+    _, got, _ = run(lambda p: [p.reveal_to(1, t) for t in p.argmax(shared(p, x))])
+    best, onehot = got
+    assert torch.equal(onehot, torch.nn.functional.one_hot(torch.as_tensor(x.argmax(1)), width))
+    assert np.allclose(decode(best), x.max(1), atol=UNIT)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(reals, reals), min_size=1, max_size=16))
+def test_maximum_on_shares(pairs):
+    a, b = np.array(pairs).T
+    _, got, _ = run(lambda p: reveal(p, p.maximum(shared(p, a), shared(p, b))))
+    assert np.allclose(got, np.maximum(a, b), atol=UNIT)

@@ -16,7 +16,12 @@ from veil.encrypted.mpc.ring import MPCError
 
 
 def run_processes(
-    model: Path, data: str, limit: int, repeat: int = 1, timeout_s: float = 600.0
+    model: Path,
+    data: str,
+    limit: int,
+    repeat: int = 1,
+    timeout_s: float = 600.0,
+    labels_only: bool = False,
 ) -> dict:
     """``veil mpc party`` for ranks 0 (model), 1 (input, result) and 2 (dealer); rank 1's
     result. With ``repeat`` > 1, ``seconds`` is the median of the runs after the first."""
@@ -24,7 +29,7 @@ def run_processes(
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
         base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc", "party", "--master", master]
-        base += ["--repeat", str(repeat)]
+        base += ["--repeat", str(repeat)] + (["--labels-only"] if labels_only else [])
         commands = [
             [*base, "--rank", "0", "--model", str(model)],
             [*base, "--rank", "1", "--data", data, "--limit", str(limit), "--result", str(result)],

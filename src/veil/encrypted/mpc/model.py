@@ -108,13 +108,16 @@ def run_party(
     input_owner: int = 1,
     frac: int = FRAC_BITS,
     image_shares: np.ndarray | None = None,
+    labels_only: bool = False,
 ) -> dict:
     """One rank's part of a private inference: the dealer serves, the parties compute.
 
     ``model`` is given to the model owner only, ``images`` (count, features) to the input
     owner only; the input owner's result holds the logits. With ``image_shares`` instead,
     each party brings its XOR share of 8-bit images (from :func:`veil.imaging.xor_share`)
-    and nobody ever holds the pixels; the logits go to party 1.
+    and nobody ever holds the pixels; the logits go to party 1. With ``labels_only`` the
+    argmax is computed on shares too and party 1 learns each label, not the logits (output
+    privacy against the input owner; 4 comparison levels for 10 classes).
     """
     if comm.rank == comm.dealer:
         return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
@@ -141,6 +144,13 @@ def run_party(
             x = party.relu(x)
         else:
             x = party.square(x)
+    if labels_only:
+        onehot = party.reveal_to(input_owner, party.argmax(x)[1])
+        party.stop_dealer()
+        out = {"traffic": comm.traffic.to_dict()}
+        if onehot is not None:
+            out["labels"] = onehot.argmax(-1).numpy()
+        return out
     logits = party.reveal_to(input_owner, x)
     party.stop_dealer()
     out = {"traffic": comm.traffic.to_dict()}
@@ -173,7 +183,8 @@ def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) 
     return SharedModel.from_architecture(comm.recv(owner, (n, 3)))
 
 
-def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS) -> dict:
+def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
+                  labels_only: bool = False) -> dict:  # fmt: skip
     """Private inference with both parties and the dealer as threads of this process."""
     from veil.encrypted.mpc.comm import run_threads
 
@@ -181,13 +192,15 @@ def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS)
 
     def program(comm: Comm) -> dict:
         mine = model if comm.rank == 0 else None
-        return run_party(comm, mine, x if comm.rank == 1 else None, len(x), frac=frac)
+        images_in = x if comm.rank == 1 else None
+        return run_party(comm, mine, images_in, len(x), frac=frac, labels_only=labels_only)
 
     owner, user, dealer = run_threads(2, program)
-    return {"logits": user["logits"], "traffic": [owner["traffic"], user["traffic"]], **dealer}
+    key = "labels" if labels_only else "logits"
+    return {key: user[key], "traffic": [owner["traffic"], user["traffic"]], **dealer}
 
 
-def guarantees(numbers: dict, step: str = "mpc") -> list:
+def guarantees(numbers: dict, step: str = "mpc", labels_only: bool = False) -> list:
     """The input- and output-privacy claims of a private inference, with its measurements."""
     from veil.core.guarantees import Guarantee
 
@@ -204,7 +217,9 @@ def guarantees(numbers: dict, step: str = "mpc") -> list:
     )
     claims = {
         "input": "the model owner's party sees only uniformly random shares of the input",
-        "output": "the logits are revealed to the input owner only",
+        "output": "only the labels (argmax computed on shares) are revealed, to the input owner"
+        if labels_only
+        else "the logits are revealed to the input owner only",
     }
     return [
         Guarantee(
@@ -212,7 +227,7 @@ def guarantees(numbers: dict, step: str = "mpc") -> list:
             mechanism="secure two-party computation (secret sharing)",
             claim=claim,
             threat_model=threat,
-            parameters=parameters,
+            parameters={**parameters, "labels_only": labels_only},
             numbers=dict(numbers),
             step=step,
         )

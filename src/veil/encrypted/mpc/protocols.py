@@ -274,3 +274,35 @@ class Party:
 
     def square(self, x: torch.Tensor) -> torch.Tensor:
         return self.mul(x, x)
+
+    def less(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Integer arithmetic shares of [a < b] (0 or 1), from the sign of a - b."""
+        return self.bit_to_arith(self.sign_bit(a - b))
+
+    def select(self, bit: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``b`` where the shared integer ``bit`` is 1, else ``a``: a + bit (b - a)."""
+        return a + self.mul(bit, b - a, truncate=False)
+
+    def maximum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Elementwise max of two shared tensors (one comparison, one product)."""
+        return self.select(self.less(a, b), a, b)
+
+    def argmax(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shares of each row's max and of a one-hot of its (first) argmax, by a tournament:
+        ceil(log2 n) levels, each comparing pairs and carrying the winner's one-hot along."""
+        n = x.shape[-1]
+        eye = torch.eye(n, dtype=torch.int64).expand(*x.shape, n)
+        onehot = eye if self.rank == 0 else torch.zeros_like(eye)  # public, as shares
+        values = x
+        while values.shape[-1] > 1:
+            m = values.shape[-1] // 2
+            a, b = values[..., 0 : 2 * m : 2], values[..., 1 : 2 * m : 2]
+            ea, eb = onehot[..., 0 : 2 * m : 2, :], onehot[..., 1 : 2 * m : 2, :]
+            bit = self.less(a, b)  # b wins only when strictly larger: the first max is kept
+            both = self.select(torch.cat([bit, bit.unsqueeze(-1).expand_as(ea).flatten(-2)], -1),
+                               torch.cat([a, ea.flatten(-2)], -1),
+                               torch.cat([b, eb.flatten(-2)], -1))  # fmt: skip
+            win, e = both[..., :m], both[..., m:].unflatten(-1, (m, n))
+            values = torch.cat([win, values[..., 2 * m :]], -1)
+            onehot = torch.cat([e, onehot[..., 2 * m :, :]], -2)
+        return values[..., 0], onehot[..., 0, :]
