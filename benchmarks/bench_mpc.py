@@ -81,6 +81,15 @@ def measure(name: str, epochs: int, batch: int, singles: int, folder: Path) -> d
         out["single_image_latency_ms"] = 1000 * one["seconds"]
         out["single_image_runs_ms"] = [1000 * t for t in one["times"]]
         out["rounds_per_image"] = one["traffic"]["rounds"]
+        if name == "mlp-relu":  # the argmax on shares too: rank 1 learns labels only
+            lab = run_processes(path, DATA, batch, labels_only=True)
+            out["labels_only_images_per_s"] = len(x) / lab["seconds"]
+            out["labels_only_agreement"] = float(
+                np.mean(np.asarray(lab["labels"]) == plain.argmax(1))
+            )
+            one = run_processes(path, DATA, 1, repeat=singles + 1, labels_only=True)
+            out["labels_only_latency_ms"] = 1000 * one["seconds"]
+            out["labels_only_rounds"] = one["traffic"]["rounds"]
     else:
         traffic = local["traffic"][1]
         out["images_per_s_batched"] = out["threads_images_per_s"]
