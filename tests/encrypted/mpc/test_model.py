@@ -39,15 +39,33 @@ def test_logits_on_shares_match_plaintext(kind):
 def test_architecture_round_trip_carries_no_weights():
     shared = compile_shared(*_model("mlp"))
     rows = shared.architecture()
-    assert rows.shape == (6, 3) and rows.dtype == torch.int64
+    assert rows.shape == (6, 8) and rows.dtype == torch.int64
     shapes_only = SharedModel.from_architecture(rows)
     assert [type(s) for s in shapes_only.stages] == [type(s) for s in shared.stages]
     assert all(not s.weight.any() for s in shapes_only.stages if hasattr(s, "weight"))
 
 
-def test_max_pooling_is_refused_with_a_replacement():
-    with pytest.raises(MPCError, match="AvgPool2d"):
-        compile_shared(nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), (1, 4, 4))
+def test_max_pooling_on_shares_matches_torch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3))  # fmt: skip
+    shared = compile_shared(model, (1, 6, 6))
+    x = np.random.default_rng(3).normal(size=(25, 1, 6, 6))
+    with torch.no_grad():
+        want = model(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    assert np.abs(shared.forward(x) - want).max() < 1e-4
+    out = infer_threads(shared, x)
+    assert np.abs(out["logits"] - want).max() < 1e-2
+    again = SharedModel.from_architecture(shared.architecture())
+    pools = [s for s in again.stages if not hasattr(s, "weight") and hasattr(s, "geometry")]
+    assert [p.geometry for p in pools] == [(3, 4, 4, 2, 2)]
+
+
+def test_unusual_pooling_is_refused():
+    with pytest.raises(MPCError, match="no padding"):
+        compile_shared(nn.Sequential(nn.MaxPool2d(2, padding=1), nn.Flatten()), (1, 4, 4))
+    with pytest.raises(MPCError, match="not supported"):
+        compile_shared(nn.Sequential(nn.Tanh(), nn.Flatten()), (1, 4, 4))
 
 
 def test_three_processes_agree_with_threads(tmp_path):

@@ -1,4 +1,5 @@
-"""A torch model run on secret-shared inputs: affine layers by Beaver matmul, ReLU, x².
+"""A torch model run on secret-shared inputs: affine layers by Beaver matmul, ReLU, x²,
+MaxPool (a tournament of comparisons over each gathered window).
 
 The model owner (party 0 by default) holds the weights: its share of each weight matrix is
 the matrix itself and the other party's is zero, so the Beaver product only ever opens
@@ -23,6 +24,8 @@ from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
 from veil.encrypted.mpc.ring import FRAC_BITS, MPCError, decode, encode
 
 ACTIVATIONS = {"relu": 1, "square": 2}
+POOL = 3
+ARCH_COLUMNS = 8  # kind, inputs, outputs, then a pool's channels, height, width, kernel, stride
 
 
 @dataclass
@@ -33,6 +36,34 @@ class Activation:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0) if self.kind == "relu" else x * x
+
+
+@dataclass
+class Pool:
+    """MaxPool2d on a flattened (C, H, W) activation: ``index[j]`` lists the inputs of output
+    ``j``'s window; gathering is local on shares, the max a tournament of comparisons."""
+
+    geometry: tuple[int, int, int, int, int]  # channels, height, width, kernel, stride
+
+    @property
+    def index(self) -> np.ndarray:
+        return pool_index(*self.geometry)
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.geometry[:3]))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return x[:, self.index].max(-1)
+
+
+def pool_index(c: int, h: int, w: int, k: int, s: int) -> np.ndarray:
+    """For each output of a k x k, stride-s max pool over (c, h, w), its k*k input positions."""
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    ch, y, x, dy, dx = np.meshgrid(np.arange(c), np.arange(oh), np.arange(ow), np.arange(k),
+                                   np.arange(k), indexing="ij")  # fmt: skip
+    flat = ch * h * w + (y * s + dy) * w + (x * s + dx)
+    return flat.reshape(c * oh * ow, k * k)
 
 
 @dataclass
@@ -52,23 +83,27 @@ class SharedModel:
 
     def architecture(self) -> torch.Tensor:
         """What the other party needs: per stage (kind, inputs, outputs), as int64."""
-        rows = [[0, self.input_size, self.num_classes]]
+        rows = [[0, self.input_size, self.num_classes, 0, 0, 0, 0, 0]]
         for s in self.stages:
             if isinstance(s, Affine):
-                rows.append([0, s.shape[1], s.shape[0]])
+                rows.append([0, s.shape[1], s.shape[0], 0, 0, 0, 0, 0])
+            elif isinstance(s, Pool):
+                rows.append([POOL, s.width, len(s.index), *s.geometry])
             else:
-                rows.append([ACTIVATIONS[s.kind], s.width, s.width])
+                rows.append([ACTIVATIONS[s.kind], s.width, s.width, 0, 0, 0, 0, 0])
         return torch.tensor(rows, dtype=torch.int64)
 
     @classmethod
     def from_architecture(cls, rows: torch.Tensor) -> SharedModel:
         """The shapes-only model the non-owner runs (zero weights: its shares)."""
-        (_, size, classes), *rest = rows.tolist()
+        (_, size, classes, *_), *rest = rows.tolist()
         names = {v: k for k, v in ACTIVATIONS.items()}
         stages = []
-        for kind, n_in, n_out in rest:
+        for kind, n_in, n_out, *geometry in rest:
             if kind == 0:
                 stages.append(Affine(np.zeros((n_out, n_in)), np.zeros(n_out)))
+            elif kind == POOL:
+                stages.append(Pool(tuple(geometry)))
             elif kind in names:
                 stages.append(Activation(names[kind], n_in))
             else:
@@ -77,7 +112,7 @@ class SharedModel:
 
 
 def compile_shared(model: nn.Module, input_shape: tuple[int, ...]) -> SharedModel:
-    """Affine layers composed into matrices; ReLU and x² kept as protocol stages."""
+    """Affine layers composed into matrices; ReLU, x² and MaxPool kept as protocol stages."""
     shape, stages, pending = tuple(int(s) for s in input_shape), [], None
     for name, layer in leaves(model):
         if isinstance(layer, AFFINE_LAYERS):
@@ -89,14 +124,34 @@ def compile_shared(model: nn.Module, input_shape: tuple[int, ...]) -> SharedMode
                 pending = None
             kind = "relu" if isinstance(layer, nn.ReLU) else "square"
             stages.append(Activation(kind, math.prod(shape), (name,)))
+        elif isinstance(layer, nn.MaxPool2d):
+            if pending is not None:
+                stages.append(pending)
+                pending = None
+            pool = _pool(layer, shape, name)
+            stages.append(pool)
+            c, h, w, k, s = pool.geometry
+            shape = (c, (h - k) // s + 1, (w - k) // s + 1)
         else:
-            hint = "AvgPool2d" if isinstance(layer, nn.MaxPool2d) else "ReLU or x²"
-            raise MPCError(f"layer {name} ({type(layer).__name__}) is not supported; use {hint}")
+            raise MPCError(f"layer {name} ({type(layer).__name__}) is not supported; use "
+                           "Linear, Conv, AvgPool, MaxPool, ReLU or x²")  # fmt: skip
     if pending is not None:
         stages.append(pending)
     if len(shape) != 1:
         raise MPCError(f"the model must end in a vector of logits, not shape {shape}")
     return SharedModel(stages, math.prod(input_shape), int(shape[0]))
+
+
+def _pool(layer: nn.MaxPool2d, shape: tuple, name: str) -> Pool:
+    def one(v) -> int:
+        return v if isinstance(v, int) else v[0] if len(set(v)) == 1 else -1
+
+    k, stride = one(layer.kernel_size), one(layer.stride or layer.kernel_size)
+    plain = one(layer.padding) == 0 and one(layer.dilation) == 1 and not layer.ceil_mode
+    if len(shape) != 3 or k < 1 or stride < 1 or not plain:
+        raise MPCError(f"layer {name}: MaxPool2d needs square windows, no padding or dilation, "
+                       f"on a (C, H, W) input (got {tuple(shape)})")  # fmt: skip
+    return Pool((*shape, k, stride))
 
 
 def run_party(
@@ -140,6 +195,8 @@ def run_party(
             x = party.matmul(x, w) if x is not None else party.input_matmul(plain, w, shape)
             if owner:
                 x = x + encode(stage.bias, frac)
+        elif isinstance(stage, Pool):
+            x = party.max_last(x[:, torch.from_numpy(stage.index)])
         elif stage.kind == "relu":
             x = party.relu(x)
         else:
@@ -180,7 +237,7 @@ def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) 
     (n,) = comm.recv(owner, (1,)).tolist()
     if not 1 <= n <= 1024:
         raise MPCError(f"the model owner announced {n} stages")
-    return SharedModel.from_architecture(comm.recv(owner, (n, 3)))
+    return SharedModel.from_architecture(comm.recv(owner, (n, ARCH_COLUMNS)))
 
 
 def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,

@@ -287,6 +287,14 @@ class Party:
         """Elementwise max of two shared tensors (one comparison, one product)."""
         return self.select(self.less(a, b), a, b)
 
+    def max_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Max over the last dimension, by pairwise maxima (ceil(log2 n) comparison levels)."""
+        while x.shape[-1] > 1:
+            m = x.shape[-1] // 2
+            top = self.maximum(x[..., 0 : 2 * m : 2], x[..., 1 : 2 * m : 2])
+            x = torch.cat([top, x[..., 2 * m :]], -1)
+        return x[..., 0]
+
     def argmax(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shares of each row's max and of a one-hot of its (first) argmax, by a tournament:
         ceil(log2 n) levels, each comparing pairs and carrying the winner's one-hot along."""
