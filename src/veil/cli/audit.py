@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Audits: membership inference against a model file.", no_args_is_help=True)
+app = typer.Typer(
+    help="Audits: membership inference, gradient inversion and backdoors.", no_args_is_help=True
+)
 
 
 @app.command("membership")
@@ -54,6 +56,50 @@ def membership(
     typer.echo(
         f"{attack}: AUC {result.auc:.3f}, TPR {result.tpr_at['0.001']:.2%} at 0.1% FPR, "
         f"{result.tpr_at['0.01']:.2%} at 1%; advantage {result.advantage:.3f}; wrote {out}"
+    )
+
+
+@app.command("gradient-inversion")
+def gradient_inversion(
+    model: Path = typer.Argument(..., help="A .veil model file (the weights the server knows)."),
+    data: str = typer.Option(None, "--data", "-d", help="Data set (default: the model's)."),
+    setting: str = typer.Option("full", help="full, dssgd or dp: what the participant shares."),
+    theta_up: float = typer.Option(0.1, help="dssgd: fraction of coordinates uploaded."),
+    gamma: float = typer.Option(1e-2, help="dssgd: bound on uploaded values."),
+    epsilon: float = typer.Option(None, help="dp: ε of the one DP-SGD step."),
+    images: int = typer.Option(8, help="Training examples attacked (one update each)."),
+    steps: int = typer.Option(300, help="Optimisation steps per reconstruction."),
+    ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.inversion.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the ledger."),
+) -> None:
+    """Can a curious server rebuild training images from one shared update each?"""
+    import torch
+
+    from veil.audit.reconstruction import audit, guarantee
+    from veil.core import data as data_mod
+    from veil.core.data import sample_indices
+    from veil.core.errors import refuse_overwrite
+    from veil.core.guarantees import Ledger
+    from veil.core.io import load_model
+
+    out = ledger or model.with_suffix(".inversion.json")
+    refuse_overwrite(out, force)
+    loaded = load_model(model)
+    train = data_mod.load(loaded.data_name(data, hint="pass --data"), "train")
+    x, y = train.batch(torch.as_tensor(sample_indices(len(train), images, seed=0)))
+    update = {"theta_up": theta_up, "gamma": gamma} if setting == "dssgd" else {}
+    if setting == "dp":
+        update["epsilon"] = epsilon
+    result = audit(loaded.model, x, y, setting, steps, **update)
+    run = Ledger.start(
+        f"gradient inversion of {model.name}", command="veil audit gradient-inversion"
+    )
+    run.add(guarantee(result, setting, update))
+    run.finish(status="ok")
+    run.save(out)
+    typer.echo(
+        f"{setting}: {result['recovered']}/{result['images']} images recovered above "
+        f"{result['threshold_db']:.0f} dB, mean PSNR {result['mean_psnr']:.1f} dB; wrote {out}"
     )
 
 
