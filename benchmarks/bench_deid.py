@@ -52,14 +52,7 @@ def scored(tagger, dev, test, target):
 
 def curve(tagger, test):
     """Test token recall/precision at several biases (what the knob trades)."""
-    by_rules = [rules.spans(n.text) for n in test]
-    emitted = tagger.emissions(test, by_rules)
-    out = []
-    for bias in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0):
-        found = tagger.decode(emitted, len(test), bias)
-        found = [tagger.finish(n.text, f, r) for n, f, r in zip(test, found, by_rules, strict=True)]
-        out.append({"o_bias": bias, **token_scores(test, found)})
-    return out
+    return list(tagger.sweep(test, (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)))
 
 
 def main() -> None:

@@ -137,13 +137,11 @@ def confined_vs_native(epochs: int, rounds: int, folder: Path) -> dict:
 def load_test(folder: Path, seconds: float, clients: int, budget: int) -> dict:
     import httpx
 
-    from veil.core.net import ServiceProcess, free_port
     from veil.enclave.client import Client, policy_from
+    from veil.enclave.client import service as enclave_service
 
-    port = free_port()
-    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port), "--clients",
-            str(clients), "--rows", str(budget), "--rate", "10000", "--workers", "2"]  # fmt: skip
-    with ServiceProcess(args, port, "/v1/audit", "enclave service") as service:
+    options = {"clients": clients, "rows": budget, "rate": 10000, "workers": 2}
+    with enclave_service(folder, **options) as service:
         tokens = json.loads((folder / "tokens.json").read_text())
         owner = Client(service.url, tokens["owner"][0])
         key = os.urandom(32)

@@ -10,7 +10,7 @@ import pytest
 
 from veil.cli.main import main
 from veil.core.guarantees import Ledger
-from veil.core.net import ServiceProcess, free_port
+from veil.enclave.client import service as enclave_service
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
 
@@ -35,9 +35,8 @@ def predict(w, request):
 
 @pytest.fixture
 def service(tmp_path):
-    port, folder = free_port(), tmp_path / "svc"
-    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port), "--rows", "100"]
-    with ServiceProcess([*args, "--workers", "1"], port, "/v1/audit", "enclave service") as svc:
+    folder = tmp_path / "svc"
+    with enclave_service(folder, rows=100, workers=1) as svc:
         yield folder, svc.url
 
 

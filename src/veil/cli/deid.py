@@ -120,14 +120,14 @@ def text(
 
 def _one(deid, path: Path, dst: Path | None, patient: str) -> list[dict]:
     """De-identify one file into ``dst`` (stdout if None); plain text is streamed."""
-    from veil.deid.corpus import _decode, parse_records
+    from veil.deid.corpus import read_physionet
     from veil.deid.deidentify import Result
 
     with path.open("rb") as f:
         physionet = b"START_OF_RECORD=" in f.read(4096)
     with _output(dst) as write:
         if physionet:
-            notes = parse_records(_decode(path), str(path))
+            notes = read_physionet(path)
             results = deid.notes(notes)
             for i, (n, r) in enumerate(zip(notes, results, strict=True)):
                 head = f"START_OF_RECORD={n.patient}||||{n.note}||||\n"

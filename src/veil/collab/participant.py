@@ -89,6 +89,13 @@ def set_flat(model: nn.Module, vector: np.ndarray) -> None:
             offset += p.numel()
 
 
+def overwrite(model: nn.Module, indices: np.ndarray, values: np.ndarray) -> None:
+    """Set the flat parameters at ``indices`` to ``values`` (a DSSGD download)."""
+    vector = flat(model)
+    vector[indices] = values
+    set_flat(model, vector)
+
+
 class Participant:
     """Participant ``pid`` with its own model, data shard and seeded generators."""
 
@@ -105,9 +112,7 @@ class Participant:
 
     def receive(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Overwrite the local copies of the downloaded coordinates."""
-        vector = flat(self.model)
-        vector[indices] = values
-        set_flat(self.model, vector)
+        overwrite(self.model, indices, values)
 
     def train(self) -> np.ndarray:
         """Train locally once; return Δw, the change of the flat parameters."""

@@ -82,3 +82,20 @@ class ServiceProcess:
         finally:
             self.process.stderr.close()
             self.process = None
+
+
+def json_reply(send, what: str, error: type[Exception]) -> dict:
+    """The JSON of ``send()`` (an httpx request); ``error`` naming ``what`` if the service
+    cannot be reached or does not answer 200 (with the service's own reason)."""
+    import httpx
+
+    try:
+        r = send()
+    except httpx.HTTPError as e:
+        raise error(f"cannot reach the {what}: {e}") from e
+    if r.status_code != 200:
+        detail = r.text
+        if r.headers.get("content-type", "").startswith("application/json"):
+            detail = r.json().get("detail", r.text)
+        raise error(f"{what}: {r.status_code} {detail}")
+    return r.json()

@@ -18,7 +18,7 @@ import torch
 
 from veil.collab import DSSGDConfig
 from veil.collab import dssgd as algo
-from veil.collab.participant import flat, set_flat
+from veil.collab.participant import flat, overwrite, set_flat
 from veil.deid.corpus import Note, split_patients
 from veil.deid.encode import Encoder, build_vocab
 from veil.deid.lexicon import Lexicon
@@ -36,9 +36,7 @@ class Site:
         self.optim = torch.optim.Adam(tagger.net.parameters(), lr=tagger.opts.lr)
 
     def receive(self, indices: np.ndarray, values: np.ndarray) -> None:
-        vector = flat(self.tagger.net)
-        vector[indices] = values
-        set_flat(self.tagger.net, vector)
+        overwrite(self.tagger.net, indices, values)
 
     def train(self) -> np.ndarray:
         """One local epoch; returns the change of the flat parameters."""

@@ -9,14 +9,13 @@ PHI span (names the network must learn from characters, context and lists instea
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from veil.deid import rules
-from veil.deid.corpus import LABELS, Note, Span, tokens
+from veil.deid.corpus import LABELS, Note, Span, token_mask, tokens
 from veil.deid.lexicon import Lexicon
 
 TAGS = ("O", *(f"{p}-{label}" for label in LABELS for p in "BI"))
@@ -66,8 +65,6 @@ def build_vocab(notes: list[Note], min_patients: int = 2) -> list[str]:
 
 
 def _mask(note: Note) -> np.ndarray:
-    from veil.deid.corpus import token_mask
-
     return token_mask(tokens(note.text), note.spans, len(note.text))
 
 
@@ -141,12 +138,13 @@ def _word_shape(w: str) -> tuple[bool, ...]:
     )
 
 
-def rule_features(toks: list[tuple[int, int]], found: list[Span]) -> np.ndarray:
+def rule_features(toks: list[tuple[int, int]], found: list[Span], length: int) -> np.ndarray:
+    """For each token and rule label, whether a rule span of that label overlaps it."""
     out = np.zeros((len(toks), len(RULE_LABELS)), dtype=np.float32)
-    for span in found:
-        for i, (s, e) in enumerate(toks):
-            if s < span.end and e > span.start:
-                out[i, RULE_LABELS.index(span.label)] = 1
+    for j, label in enumerate(RULE_LABELS):
+        mine = [s for s in found if s.label == label]
+        if mine:
+            out[:, j] = token_mask(toks, mine, length)
     return out
 
 
@@ -176,7 +174,11 @@ class Encoder:
             feats = np.concatenate(
                 [
                     shape_features(note.text, toks),
-                    rule_features(toks, rule_spans[k] if rule_spans else rules.spans(note.text)),
+                    rule_features(
+                        toks,
+                        rule_spans[k] if rule_spans else rules.spans(note.text),
+                        len(note.text),
+                    ),
                     self.lexicon.features(words),
                 ],
                 axis=1,
@@ -206,7 +208,3 @@ def chunk_bounds(text: str, toks: list[tuple[int, int]], max_len: int) -> list[t
             bounds.append((start, cut))
             start = cut
     return bounds
-
-
-def word_counts(notes: list[Note]) -> Counter:
-    return Counter(norm(n.text[s:e]) for n in notes for s, e in tokens(n.text))

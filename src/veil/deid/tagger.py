@@ -11,8 +11,8 @@ the header holds the vocabulary, the options and the bias; the lexicon travels a
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from veil.core.errors import ModelFileError
 from veil.deid import rules
-from veil.deid.corpus import Note, Span, tokens
+from veil.deid.corpus import Note, Span
 from veil.deid.crf import CRF
 from veil.deid.encode import MAX_CHARS, TAGS, Encoded, Encoder, build_vocab, spans_from_tags
 from veil.deid.lexicon import GROUPS, Lexicon
@@ -235,6 +235,19 @@ class Tagger:
         """PHI spans of one text."""
         return self.predict([Note("-", "-", text)])[0]
 
+    def sweep(self, notes: list[Note], biases) -> Iterator[dict]:
+        """Token scores on notes with gold spans at each bias in turn (the network runs once)."""
+        from veil.deid.evaluate import token_scores
+
+        by_rules = [rules.spans(n.text) for n in notes]
+        scored = self.emissions(notes, by_rules)
+        for bias in biases:
+            found = self.decode(scored, len(notes), float(bias))
+            found = [
+                self.finish(n.text, f, r) for n, f, r in zip(notes, found, by_rules, strict=True)
+            ]
+            yield {"o_bias": float(bias), **token_scores(notes, found)}
+
     def calibrate(
         self,
         dev: list[Note],
@@ -245,22 +258,12 @@ class Tagger:
 
         If none does, the bias with the highest recall. Returns the chosen point's scores.
         """
-        from veil.deid.evaluate import token_scores
-
-        by_rules = [rules.spans(n.text) for n in dev]
-        scored = self.emissions(dev, by_rules)
         best = None
-        for bias in grid:
-            found = self.decode(scored, len(dev), float(bias))
-            found = [
-                self.finish(n.text, f, r) for n, f, r in zip(dev, found, by_rules, strict=True)
-            ]
-            s = token_scores(dev, found)
-            point = {"o_bias": float(bias), **s}
-            if s["recall"] >= target_recall:
+        for point in self.sweep(dev, grid):
+            if point["recall"] >= target_recall:
                 best = point
                 break
-            if best is None or s["recall"] > best["recall"]:
+            if best is None or point["recall"] > best["recall"]:
                 best = point
         self.o_bias = best["o_bias"]
         self.info["calibration"] = {"target_recall": target_recall, **best}
@@ -268,29 +271,13 @@ class Tagger:
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str | Path, force: bool = False) -> Path:
-        """Write the tagger as a veil model file."""
-        from safetensors.torch import save
+        """Write the tagger as a veil model file (the architecture is ``deid-tagger``)."""
+        from veil.core.io import save_model
+        from veil.core.models import ModelSpec
 
-        from veil import __version__
-        from veil.core.errors import refuse_overwrite
-        from veil.core.io import FORMAT, FORMAT_VERSION, HEADER_KEY, atomic_write
-
-        refuse_overwrite(path, force)
-        header = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "veil_version": __version__,
-            "model": {
-                "name": ARCH,
-                "input_shape": [],
-                "num_classes": len(TAGS),
-                "options": asdict(self.opts),
-            },
-            "classes": list(TAGS),
-            "extra": {"vocab": self.encoder.vocab, "o_bias": self.o_bias, "info": self.info},
-        }
-        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
-        return atomic_write(path, save(state, metadata={HEADER_KEY: json.dumps(header)}))
+        spec = ModelSpec(ARCH, (), len(TAGS), asdict(self.opts))
+        extra = {"vocab": self.encoder.vocab, "o_bias": self.o_bias, "info": self.info}
+        return save_model(path, self.net, spec, classes=list(TAGS), extra=extra, force=force)
 
     @classmethod
     def load(cls, path: str | Path) -> Tagger:
@@ -328,7 +315,3 @@ class Tagger:
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
-
-
-def token_count(notes: list[Note]) -> int:
-    return sum(len(tokens(n.text)) for n in notes)

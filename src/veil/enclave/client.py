@@ -27,17 +27,10 @@ class Client:
                                  headers={"authorization": f"Bearer {token}"})  # fmt: skip
 
     def _call(self, method: str, path: str, **kw) -> dict:
-        import httpx
+        from veil.core.net import json_reply
 
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise ServiceError(f"cannot reach the enclave service: {e}") from e
-        if r.status_code != 200:
-            detail = r.json().get("detail", r.text) if r.headers.get("content-type", "").startswith(
-                "application/json") else r.text  # fmt: skip
-            raise ServiceError(f"{method} {path}: {r.status_code} {detail}")
-        return r.json()
+        send = lambda: self.http.request(method, path, **kw)  # noqa: E731
+        return json_reply(send, f"enclave service ({method} {path})", ServiceError)
 
     def attest_and_release(self, dataset: str, data_key: bytes, policy: Policy) -> str:
         """Verify the enclave (fresh nonce) and release ``data_key`` wrapped for it."""
@@ -92,3 +85,15 @@ def policy_from(folder: Path) -> Policy:
     """The policy an owner builds from the service's published ``platform.json``."""
     doc = json.loads((Path(folder) / "platform.json").read_text())
     return Policy(frozenset({doc["measurement"]}), frozenset({doc["platform_key"]}))
+
+
+def service(folder: Path, **options):
+    """``veil enclave serve`` for ``folder`` on a free port of 127.0.0.1, as a context manager
+    that stops it by PID; ``options`` are serve's (``rows=100, workers=1``, ...)."""
+    from veil.core.net import ServiceProcess, free_port
+
+    port = free_port()
+    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port)]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return ServiceProcess(args, port, "/v1/audit", "enclave service")

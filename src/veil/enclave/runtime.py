@@ -115,34 +115,33 @@ class Runtime:
         return job
 
     # -- owner side: black-box queries ----------------------------------------------------
-    def _meta(self, model: str) -> dict:
-        path = self.store / "models" / f"{_name(model, 'model')}.meta"
-        if not path.is_file():
-            raise EnclaveError(f"no model {model!r}")
-        return json.loads(self.backend.unseal(path.read_bytes()))
-
-    def _worker(self, model: str) -> ConfinedWorker:
+    def _serving(self, model: str) -> tuple[ConfinedWorker, int]:
+        """A worker of the model's pool (round robin) and its class count; the model, its
+        code and facts are unsealed once, when the model is first asked."""
         with self._lock:
-            pool = self._pools.get(model)
-            if pool is None:
-                base = self.store / "models" / model
+            if model not in self._pools:
+                base = self.store / "models" / _name(model, "model")
+                if not base.with_suffix(".meta").is_file():
+                    raise EnclaveError(f"no model {model!r}")
+                meta = json.loads(self.backend.unseal(base.with_suffix(".meta").read_bytes()))
                 code = self.backend.unseal(base.with_suffix(".code").read_bytes()).decode()
                 weights = self.backend.unseal(base.with_suffix(".model").read_bytes())
                 pool = [ConfinedWorker(code, weights, "predict", self.limits)
                         for _ in range(self.n_workers)]  # fmt: skip
-                self._pools[model] = pool
+                self._pools[model] = (pool, int(meta["classes"]))
                 self._next[model] = 0
+            pool, classes = self._pools[model]
             i = self._next[model] = (self._next[model] + 1) % len(pool)
-            return pool[i]
+            return pool[i], classes
 
     def query(self, model: str, rows: np.ndarray, top_k: int = 0) -> dict:
         """Labels of ``rows`` (float32, one per row), or with ``top_k`` > 0 the k best
         classes and their scores rounded to 2 decimals. Never raw scores or the model."""
-        classes = self._meta(model)["classes"]
+        worker, classes = self._serving(model)
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.ndim != 2 or not 1 <= len(rows) <= 1000:
             raise EnclaveError("send 1 to 1000 rows of features")
-        out = self._worker(model).ask(rows.tobytes())
+        out = worker.ask(rows.tobytes())
         if out.status != "ok" or len(out.result) != 4 * classes * len(rows):
             raise EnclaveError(f"the model could not answer ({out.status})")
         scores = np.frombuffer(out.result, dtype=np.float32).reshape(len(rows), classes)
@@ -161,7 +160,7 @@ class Runtime:
 
     def close(self) -> None:
         with self._lock:
-            for pool in self._pools.values():
+            for pool, _ in self._pools.values():
                 for w in pool:
                     w.close()
             self._pools.clear()

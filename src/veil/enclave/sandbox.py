@@ -106,6 +106,25 @@ def command(
     ]  # fmt: skip
 
 
+def _start(code_dir: Path, code: str, entry: str, limits: Limits, mode: str):
+    """Write ``code`` to ``code_dir`` and start the shim on it under bubblewrap; the process
+    and the read end of its record pipe."""
+    (code_dir / "code.py").write_text(code)
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            command(code_dir, entry, limits, write_end, mode),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(write_end,), start_new_session=True,
+        )  # fmt: skip
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return proc, read_end
+
+
 def run_confined(
     code: str, data: bytes, entry: str = "train", limits: Limits | None = None
 ) -> Outcome:
@@ -113,17 +132,7 @@ def run_confined(
     limits = limits or Limits()
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="veil-job-") as tmp:
-        code_dir = Path(tmp)
-        (code_dir / "code.py").write_text(code)
-        read_end, write_end = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                command(code_dir, entry, limits, write_end),
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(write_end,), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            os.close(write_end)
+        proc, read_end = _start(Path(tmp), code, entry, limits, "train")
         try:
             _feed(proc, data)
             out, timed_out = _collect(read_end, proc, limits, start)
@@ -217,18 +226,8 @@ class ConfinedWorker:
         key = os.urandom(32)
         self._channel = Channel(key, self.limits.request_bytes) if sealed else None
         self._tmp = tempfile.TemporaryDirectory(prefix="veil-serve-")
-        code_dir = Path(self._tmp.name)
-        (code_dir / "code.py").write_text(code)
-        self._read, write_end = os.pipe()
-        try:
-            self._proc = subprocess.Popen(
-                command(code_dir, entry, self.limits, write_end,
-                        mode="serve-sealed" if sealed else "serve"),  # fmt: skip
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(write_end,), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            os.close(write_end)
+        mode = "serve-sealed" if sealed else "serve"
+        self._proc, self._read = _start(Path(self._tmp.name), code, entry, self.limits, mode)
         self._lock = threading.Lock()
         self._broken = False
         if self._channel is not None:

@@ -47,18 +47,16 @@ def run_enclave_train(cfg: EnclaveTrainConfig, ctx: RunContext) -> None:
     import numpy as np
 
     from veil.core import data as data_mod
-    from veil.core.net import ServiceProcess, free_port
     from veil.enclave.client import Client, policy_from, read_tokens
+    from veil.enclave.client import service as enclave_service
     from veil.enclave.service import guarantees, verify_log
 
     classes = len(data_mod.load(cfg.data, "train").classes)
     x, y = data_mod.sample_arrays(cfg.data, "train", None, ctx.seed)
     x = x.reshape(len(x), -1)
     rows = np.c_[x, y].astype(np.float32)
-    folder, port = ctx.out / "services" / cfg.id, free_port()
-    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port),
-            "--rows", str(cfg.queries), "--workers", "1"]  # fmt: skip
-    with ServiceProcess(args, port, "/v1/audit", "enclave service") as service:
+    folder = ctx.out / "services" / cfg.id
+    with enclave_service(folder, rows=cfg.queries, workers=1) as service:
         tokens = read_tokens(folder)
         owner = Client(service.url, tokens["owner"])
         names = [f"site{i}" for i in range(cfg.sites)]

@@ -142,14 +142,11 @@ class Device:
 def _call(method: str, url: str, token: str | None = None, **kw) -> dict:
     import httpx
 
+    from veil.core.net import json_reply
+
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        r = httpx.request(method, url, headers=headers, timeout=60, **kw)
-    except httpx.HTTPError as e:
-        raise BrokerError(f"cannot reach the key broker: {e}") from e
-    if r.status_code != 200:
-        raise BrokerError(f"key broker: {r.status_code} {r.json().get('detail', r.text)}")
-    return r.json()
+    send = lambda: httpx.request(method, url, headers=headers, timeout=60, **kw)  # noqa: E731
+    return json_reply(send, "key broker", BrokerError)
 
 
 def seal_with_broker(model: bytes, url: str, token: str, devices: list[dict]) -> bytes:
