@@ -71,6 +71,26 @@ def test_entries_plots_and_escaping(tmp_path):
     assert path.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_reconstructed_images_are_drawn_not_printed():
+    ledger = Ledger.start("r")
+    pixels = [[0, 128, 255, 0]] * 4
+    images = [{"title": "#0: 38.5 dB", "pixels": pixels}, {"title": "#1", "pixels": pixels}]
+    ledger.add(
+        Guarantee(
+            "audit",
+            "gradient inversion",
+            "2/2 recovered",
+            "curious server",
+            tests="training-data",
+            status="violated",
+            evidence={"images": images},
+        )
+    )
+    html = render_html(ledger)
+    assert html.count('src="data:image/png;base64,') == 1
+    assert "4x4 image, drawn below" in html and "0, 128, 255" not in html
+
+
 def test_summary_verdicts():
     rows = {r["guarantee"]: r for r in summary_rows(_ledger())}
     assert rows["input"]["status"] == "claimed" and rows["input"]["mechanisms"] == ["CKKS"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(
-    help="Audits: membership inference, gradient inversion and backdoors.", no_args_is_help=True
+    help="Audits: membership inference, gradient and model inversion, backdoors.",
+    no_args_is_help=True,
 )
 
 
@@ -32,7 +33,6 @@ def membership(
     split. Threat model: a black-box attacker with confidences who knows the recipe."""
     from veil.audit.membership import audit_saved_model
     from veil.core.errors import refuse_overwrite
-    from veil.core.guarantees import Ledger
 
     out = ledger or model.with_suffix(".audit.json")
     refuse_overwrite(out, force)
@@ -49,58 +49,140 @@ def membership(
         augment=augment,
         workers=workers,
     )
-    run = Ledger.start(f"membership audit of {model.name}", command="veil audit membership")
-    run.add(entry)
-    run.finish(status="ok")
-    run.save(out)
+    _write_audit(out, f"membership audit of {model.name}", "veil audit membership", entry)
     typer.echo(
         f"{attack}: AUC {result.auc:.3f}, TPR {result.tpr_at['0.001']:.2%} at 0.1% FPR, "
         f"{result.tpr_at['0.01']:.2%} at 1%; advantage {result.advantage:.3f}; wrote {out}"
     )
 
 
-@app.command("gradient-inversion")
-def gradient_inversion(
-    model: Path = typer.Argument(..., help="A .veil model file (the weights the server knows)."),
+def _write_audit(path: Path, title: str, command: str, entry) -> None:
+    """One audit entry in a ledger of its own."""
+    from veil.core.guarantees import Ledger
+
+    run = Ledger.start(title, command=command)
+    run.add(entry)
+    run.finish(status="ok")
+    run.save(path)
+
+
+def _attacked_model(model: str | None, data: str | None):
+    """A saved model (a path) or an untrained network by name; the default, an untrained
+    MLP 784-256-10 (tanh), stands for the first round of a collaborative run. Returns the
+    network, the data set's name and where its ledger goes by default."""
+    import torch
+
+    from veil.core import data as data_mod
+    from veil.core import models
+    from veil.core.errors import ConfigError
+    from veil.core.io import load_model
+
+    if model and Path(model).exists():
+        loaded = load_model(model)
+        return loaded.model, loaded.data_name(data, hint="pass --data"), Path(model)
+    if not data:
+        raise ConfigError("--data is needed when --model is not a model file")
+    info = data_mod.load(data, "test")
+    shape, classes = tuple(info.batch(torch.arange(1))[0].shape[1:]), len(info.classes)
+    torch.manual_seed(0)
+    if model is None:
+        net = models.build("mlp", shape, classes, hidden=[256], activation="tanh")
+        return net, data, Path("mlp")
+    if model not in models.names():
+        raise ConfigError(f"--model {model!r} is neither a file nor one of {models.names()}")
+    return models.build(model, shape, classes), data, Path(model)
+
+
+@app.command("inversion")
+def inversion(
+    model: str = typer.Option(None, "--model", "-m", help="A .veil file or a network name."),
     data: str = typer.Option(None, "--data", "-d", help="Data set (default: the model's)."),
-    setting: str = typer.Option("full", help="full, dssgd or dp: what the participant shares."),
+    setting: str = typer.Option("full", help="full, dssgd, fedavg or dp: what is shared."),
     theta_up: float = typer.Option(0.1, help="dssgd: fraction of coordinates uploaded."),
     gamma: float = typer.Option(1e-2, help="dssgd: bound on uploaded values."),
+    local_steps: int = typer.Option(5, help="fedavg: local SGD steps before the update."),
+    lr: float = typer.Option(0.1, help="fedavg: local learning rate."),
     epsilon: float = typer.Option(None, help="dp: ε of the one DP-SGD step."),
-    images: int = typer.Option(8, help="Training examples attacked (one update each)."),
+    batch: int = typer.Option(1, help="Examples per shared update (1 to 8)."),
+    images: int = typer.Option(8, help="Training examples attacked in all."),
     steps: int = typer.Option(300, help="Optimisation steps per reconstruction."),
-    ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.inversion.json)."),
+    ledger: Path = typer.Option(None, help="Ledger (default: MODEL.inversion.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the ledger."),
 ) -> None:
-    """Can a curious server rebuild training images from one shared update each?"""
+    """Gradient inversion: can a curious server rebuild training images from the updates
+    participants share? Writes an audit entry with the best reconstructions."""
     import torch
 
     from veil.audit.reconstruction import audit, guarantee
     from veil.core import data as data_mod
     from veil.core.data import sample_indices
     from veil.core.errors import refuse_overwrite
-    from veil.core.guarantees import Ledger
+
+    net, data_name, where = _attacked_model(model, data)
+    out = ledger or where.with_suffix(".inversion.json")
+    refuse_overwrite(out, force)
+    train = data_mod.load(data_name, "train")
+    x, y = train.batch(torch.as_tensor(sample_indices(len(train), images, seed=0)))
+    update = {
+        "dssgd": {"theta_up": theta_up, "gamma": gamma},
+        "fedavg": {"local_steps": local_steps, "lr": lr},
+        "dp": {"epsilon": epsilon},
+    }.get(setting, {})
+    result = audit(net, x, y, setting, steps, batch=batch, **update)
+    title = f"gradient inversion of {where.name} on {data_name}"
+    _write_audit(out, title, "veil audit inversion", guarantee(result, setting, update))
+    typer.echo(
+        f"{setting}, batch {batch}: {result['recovered']}/{result['images']} images recovered "
+        f"above {result['threshold_db']:.0f} dB, mean PSNR {result['mean_psnr']:.1f} dB; "
+        f"labels {result['label_recovery_accuracy']:.0%}; wrote {out}"
+    )
+
+
+@app.command("model-inversion")
+def model_inversion(
+    model: Path = typer.Argument(..., help="A released .veil model file."),
+    data: str = typer.Option(None, "--data", "-d", help="Its training data (for scoring)."),
+    classes: str = typer.Option("all", "--class", help="Classes to invert: 3, 0,1,2 or all."),
+    black_box: bool = typer.Option(False, "--black-box", help="Use confidences only."),
+    queries: int = typer.Option(20_000, help="Black box: queries per class."),
+    steps: int = typer.Option(500, help="White box: gradient steps per class."),
+    people: bool = typer.Option(False, "--classes-are-people", help="A class is one person."),
+    limit: int = typer.Option(10_000, help="Training examples used for scoring."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the images to this PNG."),
+    ledger: Path = typer.Option(None, help="Ledger (default: MODEL.model-inversion.json)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Model inversion: rebuild a representative of each class from the released model."""
+    import torch
+
+    from veil.audit.reconstruction import model as inversion_mod
+    from veil.audit.reconstruction.scoring import save_images
+    from veil.core import data as data_mod
+    from veil.core.data import sample_indices
+    from veil.core.errors import ConfigError, refuse_overwrite
     from veil.core.io import load_model
 
-    out = ledger or model.with_suffix(".inversion.json")
-    refuse_overwrite(out, force)
+    path = ledger or model.with_suffix(".model-inversion.json")
+    for target in (path, out):
+        if target is not None:
+            refuse_overwrite(target, force)
     loaded = load_model(model)
     train = data_mod.load(loaded.data_name(data, hint="pass --data"), "train")
-    x, y = train.batch(torch.as_tensor(sample_indices(len(train), images, seed=0)))
-    update = {"theta_up": theta_up, "gamma": gamma} if setting == "dssgd" else {}
-    if setting == "dp":
-        update["epsilon"] = epsilon
-    result = audit(loaded.model, x, y, setting, steps, **update)
-    run = Ledger.start(
-        f"gradient inversion of {model.name}", command="veil audit gradient-inversion"
-    )
-    run.add(guarantee(result, setting, update))
-    run.finish(status="ok")
-    run.save(out)
-    typer.echo(
-        f"{setting}: {result['recovered']}/{result['images']} images recovered above "
-        f"{result['threshold_db']:.0f} dB, mean PSNR {result['mean_psnr']:.1f} dB; wrote {out}"
-    )
+    x, y = train.batch(torch.as_tensor(sample_indices(len(train), limit, seed=0)))
+    try:
+        wanted = (
+            sorted({int(c) for c in y.unique()})
+            if classes == "all"
+            else [int(c) for c in classes.split(",")]
+        )
+    except ValueError as e:
+        raise ConfigError(f"--class takes labels like 3 or 0,1 or all; got {classes!r}") from e
+    result = inversion_mod.audit(loaded.model, x, y, wanted, black_box, queries, steps, people)
+    entry = inversion_mod.guarantee(result)
+    _write_audit(path, f"model inversion of {model.name}", "veil audit model-inversion", entry)
+    if out is not None:
+        save_images(result["images"], out)
+    typer.echo(f"{entry.claim}; wrote {path}" + (f" and {out}" if out else ""))
 
 
 backdoor_app = typer.Typer(
@@ -189,7 +271,7 @@ def backdoor_scan(
     from veil.audit import backdoor
     from veil.core import data as data_mod
     from veil.core.errors import refuse_overwrite
-    from veil.core.guarantees import Guarantee, Ledger
+    from veil.core.guarantees import Guarantee
     from veil.core.io import load_model
 
     out = ledger or model.with_suffix(".backdoor.json")
@@ -222,10 +304,7 @@ def backdoor_scan(
         status="violated" if found.flagged else "supported",
         step="backdoor-scan",
     )
-    run = Ledger.start(f"backdoor scan of {model.name}")
-    run.add(entry)
-    run.finish(status="ok")
-    run.save(out)
+    _write_audit(out, f"backdoor scan of {model.name}", "veil audit backdoor scan", entry)
     Console(stderr=True).print(
         f"{entry.claim}; anomaly indices {[round(a, 2) for a in found.anomaly]}; wrote {out}"
     )

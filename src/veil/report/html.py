@@ -39,15 +39,25 @@ def _is_series(v) -> bool:
     )
 
 
+def _is_image(v) -> bool:
+    """Rows of pixels (H x W or H x W x C, H and W at least 3), which the report draws."""
+    return isinstance(v, list) and len(v) > 2 and all(isinstance(r, list) and len(r) > 2 for r in v)
+
+
+def _summary(v):
+    if _is_series(v):
+        return f"{len(v)} points, plotted below"
+    if _is_image(v):
+        return f"{len(v)}x{len(v[0])} image, drawn below"
+    return _rounded(v)
+
+
 def _rounded(value):
-    """Floats to 4 significant digits; point series summarised (they are plotted)."""
+    """Floats to 4 significant digits; point series and images summarised (they are drawn)."""
     if isinstance(value, float):
         return float(f"{value:.4g}")
     if isinstance(value, dict):
-        return {
-            k: f"{len(v)} points, plotted below" if _is_series(v) else _rounded(v)
-            for k, v in value.items()
-        }
+        return {k: _summary(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value

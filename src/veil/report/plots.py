@@ -229,3 +229,25 @@ def backdoor_scans(ledger: Ledger) -> list[Figure]:
         fig.tight_layout()
         out.append(to_figure(fig, f"Backdoor scan ({entry.step or 'scan'}): Neural Cleanse"))
     return out
+
+
+@register_plot("audit")
+def reconstructions(ledger: Ledger) -> list[Figure]:
+    """What a reconstruction audit got back (gradient or model inversion): its best images,
+    each titled with its score. The report then holds whatever the attack recovered."""
+    import numpy as np
+
+    out = []
+    for entry in ledger.entries:
+        images = entry.evidence.get("images")
+        if not isinstance(images, list) or not images:
+            continue
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, len(images), figsize=(1.7 * len(images), 2), squeeze=False)
+        for ax, image in zip(axes[0], images, strict=True):
+            ax.imshow(np.asarray(image["pixels"], dtype=np.uint8), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(image["title"], fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        out.append(to_figure(fig, f"{entry.mechanism} ({entry.step or 'audit'})"))
+    return out
