@@ -8,8 +8,8 @@ the true image (batches: each reconstruction matched to its image):
   uploads of the largest θu = 100% / 10% / 1% of coordinates truncated to γ = 1e-2 (the
   attacker optimises over the coordinates it sees), (c) a DP-SGD step (clip 1, Gaussian
   noise for ε = 8 and 1 at δ = 1e-5 for that one step), (d) a FedAvg update (5 local SGD
-  steps at lr 0.1); (b) and (c) also at 6,000 steps ("long"). Label recovery over 64 single-example gradients, and over batches of
-  4 and 8 (label counts from the bias gradient).
+  steps at lr 0.1); (b) and (c) also at 6,000 steps ("long"). Label recovery over 64
+  single-example gradients, and over batches of 4 and 8 (counts from the bias gradient).
 - Full gradients of batches of 4 and 8 (labels given to the attacker), at 400 steps and
   at 6,000 ("long").
 - A small CNN: ``mnist-cnn`` (tanh) on MNIST and ``cifar-cnn`` (width 8, tanh) on CIFAR-10,
