@@ -8,25 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from veil.encrypted.mpc.comm import run_threads
-from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
+from veil.encrypted.mpc.protocols import Party, run_local
 from veil.encrypted.mpc.ring import decode, encode
 
 UNIT = 2.0**-16
 
 
-def run(program):
-    """``program(party)`` on both parties (the dealer serves); party 1's result and shares."""
-
-    def each(comm):
-        if comm.rank == comm.dealer:
-            return serve_dealer(comm, setup_seeds(comm))
-        party = Party(comm, setup_seeds(comm))
-        out = program(party)
-        party.stop_dealer()
-        return out
-
-    return run_threads(2, each)
+run = run_local  # program(party) on both parties, the dealer serving; results by rank
 
 
 def shared(party, x):

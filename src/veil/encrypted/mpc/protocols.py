@@ -209,14 +209,25 @@ class Party:
             z = self.prg.int64(c_shape) + e @ b + a @ f
         return self.truncate(z)
 
-    def truncate(self, x: torch.Tensor) -> torch.Tensor:
-        """Divide by 2^frac locally (SecureML): exact up to one unit, with high probability."""
+    def truncate(self, x: torch.Tensor, bits: int | None = None) -> torch.Tensor:
+        """Divide by 2^bits (default: frac) locally (SecureML): exact up to one unit, with
+        high probability."""
+        bits = self.frac if bits is None else bits
         if self.rank == 0:
-            return x >> self.frac
-        return -((-x) >> self.frac)
+            return x >> bits
+        return -((-x) >> bits)
 
     def add_public(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return x + value if self.rank == 0 else x
+
+    def public(self, value: float, shape: tuple) -> torch.Tensor:
+        """Shares of a public real: party 0 holds it, party 1 holds zero."""
+        fill = round(value * 2**self.frac) if self.rank == 0 else 0
+        return torch.full(shape, fill, dtype=torch.int64)
+
+    def scale(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        """x times a public real, locally (and a truncation)."""
+        return self.truncate(x * round(value * 2**self.frac))
 
     # -- comparison -----------------------------------------------------------------------
 
@@ -269,8 +280,12 @@ class Party:
         return (bits * powers).sum(-1) * round(scale * 2**self.frac)
 
     def relu(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu_and_mask(x)[0]
+
+    def relu_and_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ReLU(x) and integer shares of [x >= 0], the derivative training needs."""
         keep = self.add_public(-self.bit_to_arith(self.sign_bit(x)), torch.ones_like(x))
-        return self.mul(x, keep, truncate=False)
+        return self.mul(x, keep, truncate=False), keep
 
     def square(self, x: torch.Tensor) -> torch.Tensor:
         return self.mul(x, x)
@@ -314,3 +329,19 @@ class Party:
             values = torch.cat([win, values[..., 2 * m :]], -1)
             onehot = torch.cat([e, onehot[..., 2 * m :, :]], -2)
         return values[..., 0], onehot[..., 0, :]
+
+
+def run_local(program, frac: int = FRAC_BITS) -> list:
+    """``program(party)`` on both parties, the dealer serving, as threads of this process
+    (for tests and experiments); the results by rank (the dealer's: its request count)."""
+    from veil.encrypted.mpc.comm import run_threads
+
+    def each(comm: Comm):
+        if comm.rank == comm.dealer:
+            return serve_dealer(comm, setup_seeds(comm))
+        party = Party(comm, setup_seeds(comm), frac)
+        out = program(party)
+        party.stop_dealer()
+        return out
+
+    return run_threads(2, each)

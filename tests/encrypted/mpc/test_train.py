@@ -1,0 +1,84 @@
+"""Secure training: SGD on shared records from two parties matches plaintext SGD; only party
+0 gets the trained weights; what is not an MLP is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from veil.core import data, models
+from veil.encrypted.mpc.comm import run_threads
+from veil.encrypted.mpc.ring import MPCError
+from veil.encrypted.mpc.train import (
+    Schedule,
+    mlp_layers,
+    plain_sgd,
+    train_party,
+    train_threads,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = data.load("digits", "train")
+    x, y = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(0)))
+    test = data.load("digits", "test")
+    tx, ty = test.batch(torch.arange(len(test)))
+    return x.numpy().reshape(len(x), -1), y.numpy(), tx, ty
+
+
+def _net(seed: int = 0):
+    torch.manual_seed(seed)
+    return models.build("mlp", (1, 8, 8), 10, hidden=[32])
+
+
+def test_steps_on_shares_match_plaintext_sgd(digits):
+    x, y, *_ = digits
+    net, schedule = _net(), Schedule(steps=6, batch=16, lr=0.2, seed=3)
+    out = train_threads(net, [(x[:100], y[:100]), (x[100:160], y[100:160])], 10, schedule)
+    ref = plain_sgd(net, x[:160], y[:160], schedule)
+    for got, want in zip(out["model"].parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(got, want, atol=1e-4)
+    assert out["records"] == 160
+    owner, other = out["traffic"]
+    assert owner["rounds"] == other["rounds"] and owner["bytes_sent"] > 0
+    assert not torch.equal(next(out["model"].parameters()), next(net.parameters()))
+
+
+def test_training_on_shares_learns_like_plaintext(digits):
+    x, y, tx, ty = digits
+    net, schedule = _net(1), Schedule(steps=120, batch=32, lr=0.2)
+    out = train_threads(net, [(x[:500], y[:500]), (x[500:1000], y[500:1000])], 10, schedule)
+    ref = plain_sgd(net, x[:1000], y[:1000], schedule)
+    with torch.no_grad():
+        secure, plain = out["model"](tx).argmax(1), ref(tx).argmax(1)
+    assert float((secure == ty).float().mean()) > 0.85
+    assert float((secure == plain).float().mean()) > 0.98
+
+
+def test_only_mlps_and_sane_schedules():
+    with pytest.raises(MPCError, match="MLP"):
+        mlp_layers(models.build("lenet", (1, 28, 28), 10))
+    with pytest.raises(MPCError, match="MLP"):
+        mlp_layers(models.build("mlp", (1, 8, 8), 10, activation="tanh"))
+    assert len(mlp_layers(_net())) == 2
+    with pytest.raises(MPCError, match="batch"):
+        Schedule(steps=1, batch=50).batches(10)
+    order = Schedule(steps=5, batch=4, seed=1).batches(10)
+    assert len(order) == 5 and all(len(b) == 4 for b in order)
+    assert len(set(np.concatenate(order[:2]).tolist())) == 8  # no repeat within an epoch
+    assert np.concatenate(order).max() < 10
+
+
+def test_party_one_never_receives_the_weights(digits):
+    x, y, *_ = digits
+    net, schedule = _net(), Schedule(steps=1, batch=8)
+
+    def program(comm):
+        mine = (x[:20], y[:20]) if comm.rank < 2 else (None, None)
+        model = net if comm.rank == 0 else None
+        return train_party(comm, model, *mine, 10, schedule)
+
+    owner, other, _ = run_threads(2, program)
+    assert len(owner["weights"]) == 2 and "weights" not in other
