@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from veil.cli.main import main
 from veil.core.guarantees import Ledger
 
@@ -34,3 +36,48 @@ def test_mpc_infer_labels_only_over_processes(tmp_path, capsys):
     assert "argmax agreement 1.0000" in capsys.readouterr().out
     output = next(g for g in Ledger.load(ledger).entries if g.guarantee == "output")
     assert "only the labels" in output.claim and "max_abs_error" not in output.numbers
+
+
+def test_mpc_train_threads_and_processes_agree(tmp_path, capsys):
+    from veil.core.io import load_model
+
+    base = ["mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "12", "--batch",
+            "16", "--limit", "200"]  # fmt: skip
+    assert main([*base, "-o", str(tmp_path / "t.veil")]) == 0
+    assert "trained on shares (threads, 200 records, 12 steps)" in capsys.readouterr().out
+    (entry,) = Ledger.load(tmp_path / "t.ledger.json").entries
+    assert entry.guarantee == "input" and entry.parameters["steps"] == 12
+    assert abs(entry.numbers["accuracy_drop_pt"]) < 1.0 and entry.numbers["rounds_per_step"] > 10
+    assert main([*base, "--engine", "processes", "-o", str(tmp_path / "p.veil")]) == 0
+    threads, procs = load_model(tmp_path / "t.veil").model, load_model(tmp_path / "p.veil").model
+    for a, b in zip(threads.parameters(), procs.parameters(), strict=True):
+        assert (a - b).abs().max() < 1e-4
+    assert main([*base[:4], "-m", "he-mlp", "-o", str(tmp_path / "c.veil")]) != 0
+    assert "MLP" in capsys.readouterr().err
+
+
+def test_mpc_infer_shares_classifies_without_rebuilding(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from veil.core.data import sample_arrays
+    from veil.core.io import load_model
+
+    model = tmp_path / "m.veil"
+    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
+    assert main([*args, "-o", str(model)]) == 0
+    x, _ = sample_arrays("digits", "test", 1, 3)
+    pixels = (x[0, 0] * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "img.png")
+    assert main(["image", "share", str(tmp_path / "img.png"), "--k", "2", "--n", "3", "-o",
+                 str(tmp_path / "s")]) == 0  # fmt: skip
+    capsys.readouterr()
+    shares = [str(tmp_path / "s" / f"share-{i}.vshare") for i in (3, 1)]
+    ledger = tmp_path / "l.json"
+    assert main(["mpc", "infer-shares", str(model), *shares, "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    with torch.no_grad():
+        plain = load_model(model).model(torch.tensor(pixels / 255.0, dtype=torch.float32)[None])
+    assert out.startswith(f"label {int(plain.argmax())}") and "never rebuilt" in out
+    assert {g.guarantee for g in Ledger.load(ledger).entries} == {"input", "output"}
+    assert main(["mpc", "infer-shares", str(model), shares[0]]) != 0  # 1 of k = 2

@@ -9,6 +9,7 @@ from PIL import Image
 from veil.core.metrics import psnr, ssim
 from veil.imaging.images import (
     hide_share,
+    pixel_part,
     read_image,
     read_share,
     recover_image,
@@ -104,3 +105,21 @@ def test_bad_images_refused(tmp_path):
         read_image(tmp_path / "junk.png")
     with pytest.raises(StegoError, match="stego key"):
         read_share(tmp_path / "junk.png")
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 4), st.data())
+def test_pixel_parts_xor_to_the_image(k, data):
+    pixels = np.random.default_rng(k).integers(0, 256, (5, 7), dtype=np.uint8)
+    shares = share_image(pixels, k, k + 1)
+    chosen = data.draw(st.permutations(shares))[:k]
+    holders = [s.index for s in chosen]
+    cut = data.draw(st.integers(1, k - 1))  # two parties: one holds the first cut shares
+    a, meta = pixel_part(chosen[:cut], holders)
+    b, _ = pixel_part(chosen[cut:], holders)
+    assert np.array_equal(a ^ b, pixels) and meta["shape"] == [5, 7]
+    assert not np.array_equal(a, pixels)
+    with pytest.raises(ShareError, match="8-bit"):
+        pixel_part(share_image(pixels.astype(np.uint16), 2, 2), [1, 2])
+    with pytest.raises(ShareError, match="different sharings"):
+        pixel_part([shares[0], share_image(pixels, k, k + 1)[1]], holders)

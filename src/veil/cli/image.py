@@ -84,17 +84,6 @@ def share(
     typer.echo(f"stego key in {out / KEY_FILE}: give it to whoever recovers, never with the shares")
 
 
-def _key(path: Path | None) -> bytes | None:
-    from veil.imaging.stego import StegoError
-
-    if path is None:
-        return None
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError) as e:
-        raise StegoError(f"cannot read stego key {path}: {e}") from e
-
-
 @app.command("recover")
 def recover(
     shares: list[Path] = typer.Argument(..., help="Share files (.vshare) or stego images."),
@@ -107,9 +96,10 @@ def recover(
     from veil.core.errors import refuse_overwrite
     from veil.imaging.dicom import recover_dicom, write_dicom
     from veil.imaging.images import read_share, recover_image, write_image
+    from veil.imaging.stego import read_key
 
     refuse_overwrite(out, force)
-    parts = [read_share(p, _key(key), bits) for p in shares]
+    parts = [read_share(p, read_key(key), bits) for p in shares]
     if parts[0].meta.get("kind") == "dicom":
         ds, meta = recover_dicom(parts)
         write_dicom(out, ds)
@@ -132,8 +122,9 @@ def inspect(
     import json
 
     from veil.imaging.images import read_share
+    from veil.imaging.stego import read_key
 
-    s = read_share(share_file, _key(key), bits)
+    s = read_share(share_file, read_key(key), bits)
     typer.echo(
         json.dumps(
             {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from veil.imaging.shamir import Share, ShareError, combine, split
+from veil.imaging.shamir import Share, ShareError, combine, split, xor_share
 from veil.imaging.stego import StegoError, embed, extract, read_cover
 
 IMAGE_DTYPES = {"uint8", "uint16"}
@@ -116,3 +116,23 @@ def sharing_guarantee(k: int, n: int, what: str, carriers: list[dict] | None = N
         evidence={"carriers": carriers},
         step=step,
     )
+
+
+def pixel_part(shares: list[Share], holders: list[int]) -> tuple[np.ndarray, dict]:
+    """This holder's XOR part of an 8-bit image's pixels, from the shares it holds, for the
+    ``holders`` (k indices) that together stand in for the image: the start of a secure
+    computation on the image (``veil mpc``) without anyone reconstructing it. Returns the
+    part (uint8, the image's shape) and the sharing's metadata."""
+    if not shares:
+        raise ShareError("no share given")
+    first = shares[0]
+    if any(s.sharing_id != first.sharing_id for s in shares):
+        raise ShareError("these shares come from different sharings")
+    meta = first.meta
+    if meta.get("kind") != "image" or meta.get("dtype") != "uint8":
+        raise ShareError("secure computation takes 8-bit images (uint8 pixels)")
+    part = np.zeros(len(first.payload), dtype=np.uint8)
+    for s in shares:
+        part ^= xor_share(s, holders)
+    size = int(np.prod(meta["shape"]))
+    return part[:size].reshape(meta["shape"]), meta

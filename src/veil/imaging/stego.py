@@ -144,3 +144,13 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return atomic_write(path, buf.getvalue())
+
+
+def read_key(path: str | Path | None) -> bytes | None:
+    """A stego key from its file (hex, as ``veil image share`` writes it); None for None."""
+    if path is None:
+        return None
+    try:
+        return bytes.fromhex(Path(path).read_text().strip())
+    except (OSError, ValueError) as e:
+        raise StegoError(f"cannot read stego key {path}: {e}") from e

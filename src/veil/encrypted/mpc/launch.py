@@ -1,4 +1,4 @@
-"""Start the three ranks of a private inference as processes on 127.0.0.1, stop them by PID."""
+"""Start the three ranks of a private computation as processes on 127.0.0.1, stop them by PID."""
 
 from __future__ import annotations
 
@@ -15,6 +15,35 @@ from veil.core.net import free_port
 from veil.encrypted.mpc.ring import MPCError
 
 
+def run_ranks(commands: list[list[str]], what: str, timeout_s: float) -> None:
+    """Run one ``veil mpc`` command per rank (one thread each), wait for all, kill what is
+    left on timeout, and raise with the first failed rank's last error line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc"]
+    procs = [
+        subprocess.Popen([*base, *c], stderr=subprocess.PIPE, start_new_session=True, env=env)
+        for c in commands
+    ]
+    start = time.perf_counter()
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - start)))
+    except subprocess.TimeoutExpired as e:
+        raise MPCError(f"{what} did not finish in {timeout_s:.0f} s") from e
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    failed = [(i, p) for i, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        i, p = failed[0]
+        err = p.stderr.read().decode(errors="replace").strip().splitlines()
+        raise MPCError(f"rank {i} failed: {err[-1] if err else p.returncode}")
+    for p in procs:
+        p.stderr.close()
+
+
 def run_processes(
     model: Path,
     data: str,
@@ -25,37 +54,75 @@ def run_processes(
 ) -> dict:
     """``veil mpc party`` for ranks 0 (model), 1 (input, result) and 2 (dealer); rank 1's
     result. With ``repeat`` > 1, ``seconds`` is the median of the runs after the first."""
+    rank1 = ["--data", data, "--limit", str(limit)]
+    return _inference(model, [], rank1, repeat, timeout_s, labels_only)
+
+
+def image_processes(
+    model: Path,
+    shares: list[Path],
+    key: Path | None = None,
+    bits: int = 1,
+    timeout_s: float = 600.0,
+    labels_only: bool = False,
+) -> dict:
+    """Private inference on an image shared k-of-n: rank 0 (the model) holds the first of
+    the k ``shares``, rank 1 the others; rank 1's result."""
+    from veil.imaging.images import read_share
+    from veil.imaging.stego import read_key
+
+    held = [read_share(p, read_key(key), bits) for p in shares]
+    k = held[0].k
+    if len(shares) < k:
+        raise MPCError(f"{len(shares)} shares given; the image needs {k}")
+    common = ["--holders", ",".join(str(s.index) for s in held[:k]), "--bits", str(bits)]
+    common += ["--key", str(key)] if key else []
+    rank0 = [*common, "--image-share", str(shares[0])]
+    rank1 = [*common, *[a for p in shares[1:k] for a in ("--image-share", str(p))]]
+    return _inference(model, rank0, rank1, 1, timeout_s, labels_only)
+
+
+def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only) -> dict:
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
-        base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc", "party", "--master", master]
-        base += ["--repeat", str(repeat)] + (["--labels-only"] if labels_only else [])
+        base = ["party", "--master", master, "--repeat", str(repeat)]
+        base += ["--labels-only"] if labels_only else []
         commands = [
-            [*base, "--rank", "0", "--model", str(model)],
-            [*base, "--rank", "1", "--data", data, "--limit", str(limit), "--result", str(result)],
+            [*base, "--rank", "0", "--model", str(model), *rank0],
+            [*base, "--rank", "1", *rank1, "--result", str(result)],
             [*base, "--rank", "2"],
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs = [
-            subprocess.Popen(c, stderr=subprocess.PIPE, start_new_session=True, env=env)
-            for c in commands
+        run_ranks(commands, "private inference", timeout_s)
+        return json.loads(result.read_text())
+
+
+def train_processes(
+    initial: Path, data: str, limit: int | None, schedule, out: Path, timeout_s: float = 3600.0
+) -> dict:
+    """``veil mpc train-party`` for ranks 0 (initial model, half the records, the trained
+    model written to ``out``), 1 (the other half) and 2 (dealer); rank 0's result."""
+    master = f"127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
+        result = Path(tmp) / "rank0.json"
+        base = ["train-party", "--master", master, "--data", data, "--steps",
+                str(schedule.steps), "--batch", str(schedule.batch), "--lr", str(schedule.lr),
+                "--seed", str(schedule.seed)]  # fmt: skip
+        base += ["--limit", str(limit)] if limit else []
+        commands = [
+            [
+                *base,
+                "--rank",
+                "0",
+                "--model",
+                str(initial),
+                "--out",
+                str(out),
+                "--result",
+                str(result),
+            ],  # fmt: skip
+            [*base, "--rank", "1"],
+            [*base, "--rank", "2"],
         ]
-        start = time.perf_counter()
-        try:
-            for p in procs:
-                p.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - start)))
-        except subprocess.TimeoutExpired as e:
-            raise MPCError(f"private inference did not finish in {timeout_s:.0f} s") from e
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-        failed = [(i, p) for i, p in enumerate(procs) if p.returncode != 0]
-        if failed:
-            i, p = failed[0]
-            err = p.stderr.read().decode(errors="replace").strip().splitlines()
-            raise MPCError(f"rank {i} failed: {err[-1] if err else p.returncode}")
-        for p in procs:
-            p.stderr.close()
+        run_ranks(commands, "secure training", timeout_s)
         return json.loads(result.read_text())

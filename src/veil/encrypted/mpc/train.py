@@ -202,3 +202,40 @@ def plain_sgd(model: nn.Module, x: np.ndarray, y: np.ndarray, schedule: Schedule
         nn.functional.cross_entropy(ref(xs[idx]), ys[idx]).backward()
         opt.step()
     return ref.float()
+
+
+def parts_of(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two parties' records from one array (every other row), for runs on a public data set."""
+    return [(x[r::2].reshape(len(x[r::2]), -1), y[r::2]) for r in (0, 1)]
+
+
+def pooled(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The records in the order the shared rows have (party 0's first): the order in which
+    a plaintext reference must index them to take the same steps."""
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def guarantee(numbers: dict, schedule: Schedule, step: str = "mpc-train"):
+    """The input-privacy claim of a secure training run, with its measurements."""
+    from veil.core.guarantees import Guarantee
+
+    return Guarantee(
+        guarantee="input",
+        mechanism="secure two-party training (secret sharing)",
+        claim="each party's training records stay secret-shared throughout SGD: the other "
+        "party and the dealer see only uniform shares; the trained weights go to party 0 only",
+        threat_model="two semi-honest parties that do not collude, and a dealer that colludes "
+        "with neither; the batch order and layer sizes are public; the trained model is not "
+        "differentially private (what it reveals about its records is audited separately)",
+        parameters={
+            "protocol": "additive sharing over Z_2^64, Beaver triples, comparison ReLU, "
+            "softmax by exp/reciprocal approximations",
+            "parties": 2,
+            "fixed_point_bits": TRAIN_FRAC_BITS,
+            "steps": schedule.steps,
+            "batch": schedule.batch,
+            "lr": schedule.lr,
+        },
+        numbers=dict(numbers),
+        step=step,
+    )
