@@ -9,6 +9,7 @@ the same images. Also in one process (threads), to show the transport's share. T
 real network would add is rounds x its round-trip time. Secure training: SGD steps of an MLP
 784-128-10 on 10,000 MNIST records shared by two parties (batch 64): 500 steps in threads
 for accuracy against the same steps in plaintext, 50 over processes for the step time.
+The ReLU MLP's inference and the training step also with three computing parties.
 
 Writes benchmarks/results/mpc.json: images_per_s_batched, single_image_latency_ms,
 rounds_per_image, bytes_per_image, accuracy_drop_pt, train_step_s (headline: the ReLU MLP).
@@ -84,6 +85,7 @@ def measure(name: str, epochs: int, batch: int, singles: int, folder: Path) -> d
         out["single_image_runs_ms"] = [1000 * t for t in one["times"]]
         out["rounds_per_image"] = one["traffic"]["rounds"]
         if name == "mlp-relu":  # the argmax on shares too: rank 1 learns labels only
+            out.update(three_parties(path, batch, singles, plain))
             lab = run_processes(path, DATA, batch, labels_only=True)
             out["labels_only_images_per_s"] = len(x) / lab["seconds"]
             out["labels_only_agreement"] = float(
@@ -105,6 +107,20 @@ def measure(name: str, epochs: int, batch: int, singles: int, folder: Path) -> d
     for rtt_ms in (1, 50):
         out[f"latency_added_at_{rtt_ms}ms_rtt_ms"] = out.get("rounds_per_image", 0) * rtt_ms
     return out
+
+
+def three_parties(path: Path, batch: int, singles: int, plain: np.ndarray) -> dict:
+    """The same network with three computing parties (4 processes with the dealer)."""
+    big = run_processes(path, DATA, batch, parties=3)
+    one = run_processes(path, DATA, 1, repeat=singles + 1, parties=3)
+    return {
+        "three_parties_images_per_s": batch / big["seconds"],
+        "three_parties_latency_ms": 1000 * one["seconds"],
+        "three_parties_rounds": one["traffic"]["rounds"],
+        "three_parties_agreement": float(
+            np.mean(np.asarray(big["logits"]).argmax(1) == plain.argmax(1))
+        ),
+    }
 
 
 def secure_training(steps: int, timed_steps: int, folder: Path) -> dict:
@@ -129,8 +145,10 @@ def secure_training(steps: int, timed_steps: int, folder: Path) -> dict:
     timed = Schedule(timed_steps, batch=64, lr=0.1)
     over = train_processes(initial, DATA, limit, timed, folder / "trained.veil")
     plain_s, _ = common.timed(lambda: plain_sgd(p.model, *pooled(parts), timed))
+    three = train_processes(initial, DATA, limit, timed, folder / "trained3.veil", parties=3)
     traffic = over["traffic"]
     return {
+        "train_step_s_three_parties": three["seconds"] / timed_steps,
         "train_steps": steps,
         "train_accuracy_mpc": secure,
         "train_accuracy_plain": plain,

@@ -44,14 +44,17 @@ def test_mpc_train_threads_and_processes_agree(tmp_path, capsys):
     base = ["mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "12", "--batch",
             "16", "--limit", "200"]  # fmt: skip
     assert main([*base, "-o", str(tmp_path / "t.veil")]) == 0
-    assert "trained on shares (threads, 200 records, 12 steps)" in capsys.readouterr().out
+    assert (
+        "trained on shares (2 parties, threads, 200 records, 12 steps)" in capsys.readouterr().out
+    )
     (entry,) = Ledger.load(tmp_path / "t.ledger.json").entries
     assert entry.guarantee == "input" and entry.parameters["steps"] == 12
     assert abs(entry.numbers["accuracy_drop_pt"]) < 1.0 and entry.numbers["rounds_per_step"] > 10
     assert main([*base, "--engine", "processes", "-o", str(tmp_path / "p.veil")]) == 0
     threads, procs = load_model(tmp_path / "t.veil").model, load_model(tmp_path / "p.veil").model
-    for a, b in zip(threads.parameters(), procs.parameters(), strict=True):
-        assert (a - b).abs().max() < 1e-4
+    flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (threads, procs)]
+    gap = (flat[0] - flat[1]).abs()  # see close_to_plaintext in tests/encrypted/mpc/test_train.py
+    assert (gap < 1e-3).float().mean() > 0.95 and gap.max() < 2e-2
     assert main([*base[:4], "-m", "he-mlp", "-o", str(tmp_path / "c.veil")]) != 0
     assert "MLP" in capsys.readouterr().err
 
@@ -81,3 +84,21 @@ def test_mpc_infer_shares_classifies_without_rebuilding(tmp_path, capsys):
     assert out.startswith(f"label {int(plain.argmax())}") and "never rebuilt" in out
     assert {g.guarantee for g in Ledger.load(ledger).entries} == {"input", "output"}
     assert main(["mpc", "infer-shares", str(model), shares[0]]) != 0  # 1 of k = 2
+
+
+def test_three_parties_over_processes(tmp_path, capsys):
+    model = tmp_path / "m.veil"
+    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
+    assert main([*args, "-o", str(model)]) == 0
+    ledger = tmp_path / "l.json"
+    infer = ["mpc", "infer", str(model), "--limit", "40", "--parties", "3", "--ledger", str(ledger)]
+    assert main(infer) == 0
+    assert "(3 parties, processes)" in capsys.readouterr().out
+    entry = next(g for g in Ledger.load(ledger).entries if g.guarantee == "input")
+    assert entry.parameters["parties"] == 3 and entry.numbers["argmax_agreement"] == 1.0
+    train = ["mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "4", "--batch", "8",
+             "--limit", "60", "--parties", "3", "--engine", "processes", "-o",
+             str(tmp_path / "t.veil")]  # fmt: skip
+    assert main(train) == 0
+    (trained,) = Ledger.load(tmp_path / "t.ledger.json").entries
+    assert trained.parameters["parties"] == 3 and abs(trained.numbers["accuracy_drop_pt"]) < 1

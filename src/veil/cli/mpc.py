@@ -1,4 +1,4 @@
-"""``veil mpc``: private inference by two non-colluding parties and a dealer (secret sharing)."""
+"""``veil mpc``: private inference and training by non-colluding parties and a dealer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(
-    help="Secure two-party computation (input and output privacy): the model owner and the "
-    "input owner compute on additive shares; only the input owner sees the result. Threat "
-    "model: semi-honest parties that do not collude, and a dealer that colludes with neither.",
+    help="Secure computation (input and output privacy): the model owner and the input "
+    "owner (and optionally a third party) compute on additive shares; only the input owner "
+    "sees the result. Threat model: semi-honest parties that do not collude, and a dealer "
+    "that colludes with none.",
     no_args_is_help=True,
 )
 
@@ -46,7 +47,8 @@ def _pixel_part(paths: list[Path], holders: str | None, key: Path | None, bits: 
 
 @app.command("party")
 def party(
-    rank: int = typer.Option(..., help="0: model owner, 1: input owner, 2: dealer."),
+    rank: int = typer.Option(..., help="0: model owner, 1: input owner, last: the dealer."),
+    parties: int = typer.Option(2, help="Computing parties: 2, or 3 (rank 2 brings nothing)."),
     master: str = typer.Option(..., help="HOST:PORT where rank 0 listens for the others."),
     model: Path = typer.Option(None, help="Rank 0: the .veil model file."),
     data: str = typer.Option(None, "--data", "-d", help="Rank 1: data set to classify."),
@@ -77,14 +79,14 @@ def party(
         if model is None:
             raise ConfigError("rank 0 holds the model: pass --model")
         shared, _ = _shared_model(model)
-    if image_share and rank in (0, 1):
+    if image_share and rank < parties:
         part = _pixel_part(image_share, holders, key, bits)
     elif rank == 1:
         if data is None:
             raise ConfigError("rank 1 holds the input: pass --data (or --image-share)")
         images, labels = _images(data, limit)
     torch.set_num_threads(1)  # one core per rank: ranks on one machine do not oversubscribe
-    comm = GlooComm(rank, 2, master)
+    comm = GlooComm(rank, parties, master)
     try:
         n = torch.tensor([len(images) if images is not None else 1])
         comm.dist.broadcast(n, src=1)
@@ -114,7 +116,8 @@ def infer(
     model: Path = typer.Argument(..., help="A .veil model (Linear/Conv/AvgPool, ReLU or x²)."),
     data: str = typer.Option(None, "--data", "-d", help="Data set (default: the model's)."),
     limit: int = typer.Option(100, help="Test images to classify."),
-    engine: str = typer.Option("processes", help="processes (3 over TCP) or threads."),
+    engine: str = typer.Option("processes", help="processes (one per rank, TCP) or threads."),
+    parties: int = typer.Option(2, help="Computing parties: 2, or 3 (the third brings nothing)."),
     ledger: Path = typer.Option(None, help="Write the input/output guarantees here."),
     labels_only: bool = typer.Option(
         False, help="Compute the argmax on shares: the input owner learns labels, not logits."
@@ -135,10 +138,10 @@ def infer(
         import time
 
         start = time.perf_counter()
-        out = infer_threads(shared, x, labels_only=labels_only)
+        out = infer_threads(shared, x, labels_only=labels_only, parties=parties)
         out["seconds"] = time.perf_counter() - start
     elif engine == "processes":
-        out = run_processes(model, name, limit, labels_only=labels_only)
+        out = run_processes(model, name, limit, labels_only=labels_only, parties=parties)
     else:
         raise ConfigError(f"unknown engine {engine!r}; use processes or threads")
     plain = shared.forward(x)
@@ -154,13 +157,13 @@ def infer(
     if logits is not None:
         numbers["max_abs_error"] = float(np.abs(logits - plain).max())
     typer.echo(
-        f"{len(x)} {name} images classified on shares ({engine}): accuracy "
+        f"{len(x)} {name} images classified on shares ({parties} parties, {engine}): accuracy "
         f"{numbers['accuracy_mpc']:.4f} (plaintext {numbers['accuracy_plain']:.4f}), argmax "
         f"agreement {numbers['argmax_agreement']:.4f}, {out['seconds']:.2f} s"
     )
     if ledger:
         run = Ledger.start(f"mpc infer {name}")
-        for g in guarantees(numbers, step="mpc-infer", labels_only=labels_only):
+        for g in guarantees(numbers, "mpc-infer", labels_only, parties):
             run.add(g)
         run.finish()
         run.save(ledger)
@@ -197,9 +200,10 @@ def infer_shares(
 
 @app.command("train-party")
 def train_party(
-    rank: int = typer.Option(..., help="0: model owner (and records), 1: records, 2: dealer."),
+    rank: int = typer.Option(..., help="0: model owner (and records), 1-2: records, last: dealer."),
+    parties: int = typer.Option(2, help="Computing parties (2 or 3), each with its records."),
     master: str = typer.Option(..., help="HOST:PORT where rank 0 listens for the others."),
-    data: str = typer.Option(..., "--data", "-d", help="Data set: each party takes its half."),
+    data: str = typer.Option(..., "--data", "-d", help="Data set: each party takes its part."),
     limit: int = typer.Option(None, help="Records drawn from the training split (seeded)."),
     model: Path = typer.Option(None, help="Rank 0: the initial .veil model (an MLP)."),
     steps: int = typer.Option(100, help="SGD steps."),
@@ -224,11 +228,11 @@ def train_party(
         if model is None or out is None:
             raise ConfigError("rank 0 holds the model: pass --model and --out")
         loaded = load_model(model)
-    if rank in (0, 1):
-        x, y = parts_of(*sample_arrays(data, "train", limit, seed))[rank]
+    if rank < parties:
+        x, y = parts_of(*sample_arrays(data, "train", limit, seed), parties)[rank]
     classes = len(loaded.classes) if loaded else 0
     torch.set_num_threads(1)
-    comm = GlooComm(rank, 2, master)
+    comm = GlooComm(rank, parties, master)
     try:
         n = torch.tensor([classes])
         comm.dist.broadcast(n, src=0)
@@ -256,13 +260,14 @@ def train(
     lr: float = typer.Option(0.2, help="Learning rate."),
     seed: int = typer.Option(0, help="Seed for the initial weights, sample and batch order."),
     limit: int = typer.Option(None, help="Train on N random records only."),
-    engine: str = typer.Option("threads", help="threads or processes (3 over TCP)."),
+    engine: str = typer.Option("threads", help="threads or processes (one per rank, TCP)."),
+    parties: int = typer.Option(2, help="Computing parties (2 or 3), each with its records."),
     out: Path = typer.Option(Path("model.veil"), "--out", "-o", help="Model file to write."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: OUT with .ledger.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
-    """Train an MLP by SGD on records secret-shared by two parties (each holds every other
-    record of the data set); compare with the same steps in plaintext."""
+    """Train an MLP by SGD on records secret-shared by two or three parties (each holds every
+    second or third record of the data set); compare with the same steps in plaintext."""
     import tempfile
     import time
 
@@ -287,7 +292,7 @@ def train(
     p = prepare(data, model, model_options=parse_options(option), limit=limit, seed=seed)
     mlp_layers(p.model)  # refuse what is not an MLP before any party starts
     schedule = Schedule(steps, batch, lr, seed)
-    parts = parts_of(*sample_arrays(data, "train", limit, seed))
+    parts = parts_of(*sample_arrays(data, "train", limit, seed), parties)
     start = time.perf_counter()
     if engine == "threads":
         got = train_threads(p.model, parts, p.train.num_classes, schedule)
@@ -296,7 +301,7 @@ def train(
         with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
             initial, final = Path(tmp) / "initial.veil", Path(tmp) / "trained.veil"
             save_model(initial, p.model, p.spec, classes=list(p.train.classes))
-            got = train_processes(initial, data, limit, schedule, final)
+            got = train_processes(initial, data, limit, schedule, final, parties)
             trained, traffic = load_model(final).model, got["traffic"]
     else:
         raise ConfigError(f"unknown engine {engine!r}; use threads or processes")
@@ -312,9 +317,10 @@ def train(
     p.model = trained
     record = Record("train", "mpc-train", metrics=numbers, details={"engine": engine})
     save_outputs(out, ledger_path, p, record, f"secure training {model} on {data}",
-                 guarantee(numbers, schedule))  # fmt: skip
+                 guarantee(numbers, schedule, parties=parties))  # fmt: skip
     typer.echo(
-        f"trained on shares ({engine}, {numbers['records']} records, {steps} steps): test "
+        f"trained on shares ({parties} parties, {engine}, {numbers['records']} records, "
+        f"{steps} steps): test "
         f"accuracy {secure_acc:.4f} (plaintext {plain_acc:.4f}), {numbers['step_seconds']:.3f} "
         f"s per step; wrote {out} and {ledger_path}"
     )

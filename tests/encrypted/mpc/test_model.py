@@ -25,12 +25,14 @@ def _model(kind):
     ), (10,)
 
 
+@pytest.mark.parametrize("parties", [2, 3])
 @pytest.mark.parametrize("kind", ["mlp", "conv", "square"])
-def test_logits_on_shares_match_plaintext(kind):
+def test_logits_on_shares_match_plaintext(kind, parties):
     model, shape = _model(kind)
     shared = compile_shared(model, shape)
     x = np.random.default_rng(1).normal(size=(40, *shape))
-    out = infer_threads(shared, x)
+    out = infer_threads(shared, x, parties=parties)
+    assert len(out["traffic"]) == parties
     plain = shared.forward(x)
     assert np.abs(out["logits"] - plain).max() < 1e-2
     assert np.array_equal(out["logits"].argmax(1), plain.argmax(1))
@@ -56,6 +58,8 @@ def test_max_pooling_on_shares_matches_torch():
     assert np.abs(shared.forward(x) - want).max() < 1e-4
     out = infer_threads(shared, x)
     assert np.abs(out["logits"] - want).max() < 1e-2
+    three = infer_threads(shared, x, labels_only=True, parties=3)
+    assert np.array_equal(three["labels"], want.argmax(1))
     again = SharedModel.from_architecture(shared.architecture())
     pools = [s for s in again.stages if not hasattr(s, "weight") and hasattr(s, "geometry")]
     assert [p.geometry for p in pools] == [(3, 4, 4, 2, 2)]

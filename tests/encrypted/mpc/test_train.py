@@ -13,7 +13,9 @@ from veil.encrypted.mpc.ring import MPCError
 from veil.encrypted.mpc.train import (
     Schedule,
     mlp_layers,
+    parts_of,
     plain_sgd,
+    pooled,
     train_party,
     train_threads,
 )
@@ -33,17 +35,35 @@ def _net(seed: int = 0):
     return models.build("mlp", (1, 8, 8), 10, hidden=[32])
 
 
+def close_to_plaintext(got: torch.nn.Module, want: torch.nn.Module) -> None:
+    """Weights after a few steps: fixed-point units of 1.5e-5 and a softmax to ~0.5% keep
+    almost every weight within 1e-3; a ReLU whose input rounds across zero can flip one
+    unit's gradient for one record, so a few weights may differ by lr/batch-sized steps."""
+    flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (got, want)]
+    gap = (flat[0] - flat[1]).abs()
+    assert (gap < 1e-3).float().mean() > 0.95 and gap.max() < 2e-2
+
+
 def test_steps_on_shares_match_plaintext_sgd(digits):
     x, y, *_ = digits
     net, schedule = _net(), Schedule(steps=6, batch=16, lr=0.2, seed=3)
     out = train_threads(net, [(x[:100], y[:100]), (x[100:160], y[100:160])], 10, schedule)
     ref = plain_sgd(net, x[:160], y[:160], schedule)
-    for got, want in zip(out["model"].parameters(), ref.parameters(), strict=True):
-        assert torch.allclose(got, want, atol=1e-4)
+    close_to_plaintext(out["model"], ref)
     assert out["records"] == 160
     owner, other = out["traffic"]
     assert owner["rounds"] == other["rounds"] and owner["bytes_sent"] > 0
     assert not torch.equal(next(out["model"].parameters()), next(net.parameters()))
+
+
+def test_three_parties_train_like_plaintext(digits):
+    x, y, *_ = digits
+    net, schedule = _net(), Schedule(steps=6, batch=16, lr=0.2, seed=3)
+    parts = parts_of(x[:150], y[:150], parties=3)
+    out = train_threads(net, parts, 10, schedule)
+    ref = plain_sgd(net, *pooled(parts), schedule)
+    close_to_plaintext(out["model"], ref)
+    assert out["records"] == 150 and len(out["traffic"]) == 3
 
 
 def test_training_on_shares_learns_like_plaintext(digits):

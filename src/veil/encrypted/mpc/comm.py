@@ -68,16 +68,17 @@ class Comm(ABC):
             raise MPCError(f"party {self.rank} expected {tuple(shape)} from {frm}, got {out.shape}")
         return out
 
-    def exchange(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Send ``tensors`` to every other party and return the sum of all parties' copies:
-        opening shares, one round."""
+    def exchange(self, tensors: list[torch.Tensor], xor: bool = False) -> list[torch.Tensor]:
+        """Send ``tensors`` to every other party and return the sum (or XOR) of all parties'
+        copies: opening shares, one round."""
         self.traffic.rounds += 1
         others = [p for p in range(self.parties) if p != self.rank]
         handles = [self.send(p, t, wait=False) for p in others for t in tensors]
         total = list(tensors)
         for p in others:
             for i, t in enumerate(tensors):
-                total[i] = total[i] + self.recv(p, t.shape, t.dtype)
+                got = self.recv(p, t.shape, t.dtype)
+                total[i] = total[i] ^ got if xor else total[i] + got
         for h in handles:
             h.wait()
         return total

@@ -51,11 +51,13 @@ def run_processes(
     repeat: int = 1,
     timeout_s: float = 600.0,
     labels_only: bool = False,
+    parties: int = 2,
 ) -> dict:
-    """``veil mpc party`` for ranks 0 (model), 1 (input, result) and 2 (dealer); rank 1's
-    result. With ``repeat`` > 1, ``seconds`` is the median of the runs after the first."""
+    """``veil mpc party`` for ranks 0 (model), 1 (input, result), 2 (with three parties) and
+    the dealer; rank 1's result. With ``repeat`` > 1, ``seconds`` is the median of the runs
+    after the first."""
     rank1 = ["--data", data, "--limit", str(limit)]
-    return _inference(model, [], rank1, repeat, timeout_s, labels_only)
+    return _inference(model, [], rank1, repeat, timeout_s, labels_only, parties)
 
 
 def image_processes(
@@ -82,32 +84,38 @@ def image_processes(
     return _inference(model, rank0, rank1, 1, timeout_s, labels_only)
 
 
-def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only) -> dict:
+def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only, parties=2):
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
-        base = ["party", "--master", master, "--repeat", str(repeat)]
+        base = ["party", "--master", master, "--repeat", str(repeat), "--parties", str(parties)]
         base += ["--labels-only"] if labels_only else []
         commands = [
             [*base, "--rank", "0", "--model", str(model), *rank0],
             [*base, "--rank", "1", *rank1, "--result", str(result)],
-            [*base, "--rank", "2"],
+            *[[*base, "--rank", str(r)] for r in range(2, parties + 1)],  # and the dealer
         ]
         run_ranks(commands, "private inference", timeout_s)
         return json.loads(result.read_text())
 
 
 def train_processes(
-    initial: Path, data: str, limit: int | None, schedule, out: Path, timeout_s: float = 3600.0
+    initial: Path,
+    data: str,
+    limit: int | None,
+    schedule,
+    out: Path,
+    parties: int = 2,
+    timeout_s: float = 3600.0,
 ) -> dict:
-    """``veil mpc train-party`` for ranks 0 (initial model, half the records, the trained
-    model written to ``out``), 1 (the other half) and 2 (dealer); rank 0's result."""
+    """``veil mpc train-party`` for ranks 0 (initial model, its records, the trained model
+    written to ``out``), 1 (and 2: their records) and the dealer; rank 0's result."""
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank0.json"
         base = ["train-party", "--master", master, "--data", data, "--steps",
                 str(schedule.steps), "--batch", str(schedule.batch), "--lr", str(schedule.lr),
-                "--seed", str(schedule.seed)]  # fmt: skip
+                "--seed", str(schedule.seed), "--parties", str(parties)]  # fmt: skip
         base += ["--limit", str(limit)] if limit else []
         commands = [
             [
@@ -121,8 +129,7 @@ def train_processes(
                 "--result",
                 str(result),
             ],  # fmt: skip
-            [*base, "--rank", "1"],
-            [*base, "--rank", "2"],
+            *[[*base, "--rank", str(r)] for r in range(1, parties + 1)],  # and the dealer
         ]
         run_ranks(commands, "secure training", timeout_s)
         return json.loads(result.read_text())

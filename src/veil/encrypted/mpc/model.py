@@ -231,8 +231,9 @@ def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) 
     comm = party.comm
     if comm.rank == owner:
         rows = model.architecture()
-        comm.send(1 - owner, torch.tensor([len(rows)], dtype=torch.int64))
-        comm.send(1 - owner, rows)
+        for q in party.others:
+            comm.send(q, torch.tensor([len(rows)], dtype=torch.int64))
+            comm.send(q, rows)
         return model
     (n,) = comm.recv(owner, (1,)).tolist()
     if not 1 <= n <= 1024:
@@ -241,8 +242,9 @@ def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) 
 
 
 def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
-                  labels_only: bool = False) -> dict:  # fmt: skip
-    """Private inference with both parties and the dealer as threads of this process."""
+                  labels_only: bool = False, parties: int = 2) -> dict:  # fmt: skip
+    """Private inference with the parties (2 or 3: the third brings no input) and the dealer
+    as threads of this process."""
     from veil.encrypted.mpc.comm import run_threads
 
     x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
@@ -252,25 +254,28 @@ def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
         images_in = x if comm.rank == 1 else None
         return run_party(comm, mine, images_in, len(x), frac=frac, labels_only=labels_only)
 
-    owner, user, dealer = run_threads(2, program)
+    *ranks, dealer = run_threads(parties, program)
     key = "labels" if labels_only else "logits"
-    return {key: user[key], "traffic": [owner["traffic"], user["traffic"]], **dealer}
+    return {key: ranks[1][key], "traffic": [r["traffic"] for r in ranks], **dealer}
 
 
-def guarantees(numbers: dict, step: str = "mpc", labels_only: bool = False) -> list:
+def guarantees(
+    numbers: dict, step: str = "mpc", labels_only: bool = False, parties: int = 2
+) -> list:
     """The input- and output-privacy claims of a private inference, with its measurements."""
     from veil.core.guarantees import Guarantee
 
     parameters = {
         "protocol": "additive sharing over Z_2^64, Beaver triples, Kogge-Stone comparison",
-        "parties": 2,
+        "parties": parties,
         "dealer": "trusted, non-colluding",
         "fixed_point_bits": FRAC_BITS,
     }
     threat = (
-        "two semi-honest parties that do not collude, and a dealer that colludes with "
-        "neither; the model owner's party learns nothing about the input, the input owner's "
-        "nothing about the weights beyond the layer sizes"
+        f"{'two' if parties == 2 else 'three'} semi-honest parties of which none colludes "
+        "with another, and a dealer that colludes with none; the model owner's party learns "
+        "nothing about the input, the input owner's nothing about the weights beyond the "
+        "layer sizes" + ("; the third party learns nothing of either" if parties == 3 else "")
     )
     claims = {
         "input": "the model owner's party sees only uniformly random shares of the input",

@@ -1,17 +1,22 @@
-"""Two-party protocols on additive shares over Z_2^64, with a trusted dealer.
+"""Protocols on additive shares over Z_2^64 for two or three parties, with a trusted dealer.
 
-Threat model: two semi-honest computing parties that do not collude, and a dealer that
-hands out correlated randomness (Beaver triples, AND triples, shared random bits) and
-colludes with neither. A party's shares are uniform whatever the secret; what the parties
-open is always masked by dealer randomness. Written for one party (``Party``), run by every
-party and the dealer in step (:func:`serve_dealer`).
+Threat model: two (or three) semi-honest computing parties of which none colludes with
+another, and a dealer that hands out correlated randomness (Beaver triples, AND triples,
+shared random bits) and colludes with none. A party's shares are uniform whatever the
+secret; what the parties open is always masked by dealer randomness. A third party adds a
+data owner, not collusion resistance: party 1 learns party 2's shares at each truncation
+(see below), so parties 0 and 1 together could rebuild values. Written for one party
+(``Party``), run by every party and the dealer in step (:func:`serve_dealer`).
 
 - multiplication and matmul: Beaver triples, one round;
 - truncation after a fixed-point product: the probabilistic local rule of SecureML
   (Mohassel & Zhang 2017): off by one unit in the last place, wrong with probability about
-  |x| / 2^63;
-- comparison: the sign bit of x = x0 + x1 by a Kogge-Stone adder over the bits of the two
-  shares (XOR-shared words, AND gates with dealer triples, 7 rounds), then one round to
+  |x| / 2^63. It holds for two shares only, so with three parties party 2 first hands its
+  share to party 1 (party 1 then holds x - x0, uniform to it), parties 0 and 1 truncate,
+  and party 1 splits its result again with a stream it shares with party 2: one message;
+- comparison: the sign bit of x = x0 + x1 (+ x2) by a Kogge-Stone adder over the bits of
+  the shares (XOR-shared words, AND gates with dealer triples; three words are first
+  reduced to two by a carry-save adder, one more AND round), 7 rounds, then one round to
   turn the bit into an arithmetic share; ReLU(x) = x (1 - sign) with one more product.
 """
 
@@ -110,10 +115,12 @@ class Party:
     """One computing party: its comm end, its PRG shared with the dealer, fixed-point bits."""
 
     def __init__(self, comm: Comm, prg: PRG, frac: int = FRAC_BITS):
-        if comm.parties != 2:
-            raise MPCError("these protocols are for two computing parties (plus the dealer)")
+        if comm.parties not in (2, 3):
+            raise MPCError("these protocols are for two or three computing parties")
         self.comm, self.prg, self.frac = comm, prg, frac
-        self.rank = comm.rank
+        self.rank, self.parties = comm.rank, comm.parties
+        self.others = [q for q in range(self.parties) if q != self.rank]
+        self.pair = self._pair_stream() if self.parties == 3 else None
 
     # -- dealer randomness ----------------------------------------------------------------
 
@@ -137,6 +144,17 @@ class Party:
             arith = self.prg.int64(shape)
         return bit, arith
 
+    def _pair_stream(self) -> PRG | None:
+        """A stream parties 1 and 2 share (party 1 draws the seed): re-splits after a
+        three-party truncation without a message."""
+        if self.rank == 1:
+            pair = PRG()
+            self.comm.send(2, torch.frombuffer(bytearray(pair.seed), dtype=torch.int64))
+            return pair
+        if self.rank == 2:
+            return PRG(self.comm.recv(1, (4,)).numpy().tobytes())
+        return None
+
     def stop_dealer(self) -> None:
         if self.rank == 0:
             self.comm.send(self.comm.dealer, _header(STOP, ()))
@@ -144,27 +162,42 @@ class Party:
     # -- sharing and opening --------------------------------------------------------------
 
     def share(self, owner: int, value: torch.Tensor | None, shape: tuple) -> torch.Tensor:
-        """``owner`` splits ``value`` (ring elements) into two shares; one round."""
-        if self.rank == owner:
-            if tuple(value.shape) != tuple(shape):
-                raise MPCError(f"value shape {tuple(value.shape)} differs from {tuple(shape)}")
-            mask = PRG().int64(shape)
-            self.comm.send(1 - owner, mask)
-            self.comm.traffic.rounds += 1
-            return value - mask
+        """``owner`` splits ``value`` (ring elements) into one share per party; one round."""
         self.comm.traffic.rounds += 1
-        return self.comm.recv(owner, shape)
+        if self.rank != owner:
+            return self.comm.recv(owner, shape)
+        if tuple(value.shape) != tuple(shape):
+            raise MPCError(f"value shape {tuple(value.shape)} differs from {tuple(shape)}")
+        fresh = PRG()
+        out = value
+        for q in self.others:
+            mask = fresh.int64(shape)
+            self.comm.send(q, mask)
+            out = out - mask
+        return out
 
     def open(self, *shares: torch.Tensor) -> list[torch.Tensor]:
         return self.comm.exchange(list(shares))
 
     def reveal_to(self, owner: int, share: torch.Tensor) -> torch.Tensor | None:
-        """Only ``owner`` learns the value (output privacy); the other party learns nothing."""
+        """Only ``owner`` learns the value (output privacy); the others learn nothing."""
         self.comm.traffic.rounds += 1
-        if self.rank == owner:
-            return share + self.comm.recv(1 - owner, share.shape)
-        self.comm.send(owner, share)
-        return None
+        if self.rank != owner:
+            self.comm.send(owner, share)
+            return None
+        for q in self.others:
+            share = share + self.comm.recv(q, share.shape)
+        return share
+
+    def announce(self, value: torch.Tensor) -> list[torch.Tensor]:
+        """Every party's public ``value`` (same shape everywhere), by rank; one round."""
+        self.comm.traffic.rounds += 1
+        handles = [self.comm.send(q, value, wait=False) for q in self.others]
+        out = [value if q == self.rank else self.comm.recv(q, value.shape, value.dtype)
+               for q in range(self.parties)]  # fmt: skip
+        for h in handles:
+            h.wait()
+        return out
 
     # -- arithmetic -----------------------------------------------------------------------
 
@@ -190,8 +223,10 @@ class Party:
 
         The dealer's mask ``a`` comes from party 1's own stream, so party 1 sends ``x - a``
         once instead of sharing ``x`` and opening it masked: one message of the input's
-        size instead of three.
+        size instead of three. With three parties ``x`` is shared, then multiplied.
         """
+        if self.parties == 3:
+            return self.matmul(self.share(1, x, shape), y)
         a = self.prg.int64(shape) if self.rank == 1 else None
         b = self.prg.int64(tuple(y.shape))
         c_shape = (*shape[:-1], y.shape[-1])
@@ -211,11 +246,23 @@ class Party:
 
     def truncate(self, x: torch.Tensor, bits: int | None = None) -> torch.Tensor:
         """Divide by 2^bits (default: frac) locally (SecureML): exact up to one unit, with
-        high probability."""
+        high probability. Three parties: first down to two shares (see the module)."""
         bits = self.frac if bits is None else bits
+        if self.parties == 3:
+            return self._truncate_three(x, bits)
         if self.rank == 0:
             return x >> bits
         return -((-x) >> bits)
+
+    def _truncate_three(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        self.comm.traffic.rounds += 1
+        if self.rank == 2:
+            self.comm.send(1, x)
+            return self.pair.int64(tuple(x.shape))
+        if self.rank == 0:
+            return x >> bits
+        mine = -((-(x + self.comm.recv(2, x.shape))) >> bits)
+        return mine - self.pair.int64(tuple(x.shape))
 
     def add_public(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return x + value if self.rank == 0 else x
@@ -237,7 +284,6 @@ class Party:
         masked = []
         for (x, y), (a, b, _) in zip(pairs, triples, strict=True):
             masked += [x ^ a, y ^ b]
-        self.comm.traffic.rounds += 1
         opened = self._open_xor(masked)
         out = []
         for i, (a, b, c) in enumerate(triples):
@@ -247,13 +293,22 @@ class Party:
         return out
 
     def _open_xor(self, shares: list[torch.Tensor]) -> list[torch.Tensor]:
-        got = self.comm.swap(1 - self.rank, shares)
-        return [t ^ g for t, g in zip(shares, got, strict=True)]
+        return self.comm.exchange(shares, xor=True)
+
+    def _words(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every party's share of ``x`` as an XOR-shared word: its owner holds it, the others
+        zero. Three words become two by a carry-save adder (one AND round)."""
+        zero = torch.zeros_like(x)
+        words = [x if q == self.rank else zero for q in range(self.parties)]
+        if len(words) == 3:
+            a, b, c = words
+            ab, ac, bc = self._and([(a, b), (a, c), (b, c)])
+            words = [a ^ b ^ c, (ab ^ ac ^ bc) << 1]  # sum bits and carries (the majority)
+        return words
 
     def sign_bit(self, x: torch.Tensor) -> torch.Tensor:
         """XOR shares of the sign bit (1 for negative) of the shared ``x``."""
-        zero = torch.zeros_like(x)
-        a, b = (x, zero) if self.rank == 0 else (zero, x)  # bits of share 0 and of share 1
+        a, b = self._words(x)
         (g,) = self._and([(a, b)])
         p0 = p = a ^ b
         for k in (1, 2, 4, 8, 16, 32):
@@ -267,7 +322,6 @@ class Party:
     def bit_to_arith(self, bit: torch.Tensor) -> torch.Tensor:
         """Arithmetic shares (integers, not fixed point) of an XOR-shared bit; one round."""
         r_bit, r_arith = self._random_bit(tuple(bit.shape))
-        self.comm.traffic.rounds += 1
         (c,) = self._open_xor([bit ^ r_bit])
         out = r_arith - 2 * c * r_arith
         return out + c if self.rank == 0 else out
@@ -331,8 +385,8 @@ class Party:
         return values[..., 0], onehot[..., 0, :]
 
 
-def run_local(program, frac: int = FRAC_BITS) -> list:
-    """``program(party)`` on both parties, the dealer serving, as threads of this process
+def run_local(program, frac: int = FRAC_BITS, parties: int = 2) -> list:
+    """``program(party)`` on every party, the dealer serving, as threads of this process
     (for tests and experiments); the results by rank (the dealer's: its request count)."""
     from veil.encrypted.mpc.comm import run_threads
 
@@ -344,4 +398,4 @@ def run_local(program, frac: int = FRAC_BITS) -> list:
         party.stop_dealer()
         return out
 
-    return run_threads(2, each)
+    return run_threads(parties, each)
