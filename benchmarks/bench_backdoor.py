@@ -9,13 +9,15 @@ the share of triggered inputs it flags; a model counts as detected when STRIP fl
 half of them, and a clean model counts as a false positive when STRIP flags at least half of
 its triggered-but-harmless inputs. Neural Cleanse (300 steps per label on 2,000 clean test
 images) detects a model when it flags a target label; its false positive is the clean
-model flagged at all. ABS is not built yet.
+model flagged at all. ABS-lite (stimulation 30x on the last hidden layer, 20 images, the
+top 10 neurons' triggers reverse-engineered for 300 steps within 6% of the pixels) detects
+a model when a target label's REASR reaches 0.9; same false-positive rule.
 
 ``--quick``: 1 epoch, 2,000 test images, fewer STRIP inputs.
 
 Writes benchmarks/results/backdoor.json: mnist_<attack>_asr, mnist_<attack>_clean_drop_pt,
-detect_strip_<attack>, detect_nc_<attack>, false_positive_strip, false_positive_nc, for
-attack in badnets, random, ban, cban.
+detect_strip_<attack>, detect_nc_<attack>, detect_abs_<attack>, false_positive_strip,
+false_positive_nc, false_positive_abs, for attack in badnets, random, ban, cban.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def main() -> None:
     on_clean_model = backdoor.neural_cleanse(clean_model, nc_data, nc_cfg)
     results["false_positive_nc"] = float(on_clean_model.backdoored)
     results["nc_clean_anomaly_index"] = on_clean_model.anomaly
+    abs_cfg = backdoor.AbsConfig(steps=100 if args.quick else 300)
+    abs_clean = backdoor.abs_scan(clean_model, nc_data, abs_cfg)
+    results["false_positive_abs"] = float(abs_clean.backdoored)
+    results["abs_clean_max_reasr"] = abs_clean.max_reasr
     false_positives = []
     for name, attack in ATTACKS.items():
         cfg = backdoor.AttackConfig(
@@ -79,12 +85,14 @@ def main() -> None:
         r = backdoor.train_backdoored(model, base.train, base.test, cfg, quiet=True)
         caught = _strip_rate(r.model, r.triggers, base.test, base.train, n_strip, seed=1)
         cleansed = backdoor.neural_cleanse(r.model, nc_data, nc_cfg)
+        scanned = backdoor.abs_scan(r.model, nc_data, abs_cfg)
         on_clean = _strip_rate(clean_model, r.triggers, base.test, base.train, n_strip, seed=1)
         false_positives.append(on_clean >= 0.5)
         results[f"mnist_{name}_asr"] = r.attack_success
         results[f"mnist_{name}_clean_drop_pt"] = 100 * (clean_acc - r.clean_accuracy)
         results[f"detect_strip_{name}"] = float(caught >= 0.5)
         results[f"detect_nc_{name}"] = float(any(t in cleansed.flagged for t in cfg.targets))
+        results[f"detect_abs_{name}"] = float(any(t in scanned.flagged for t in cfg.targets))
         results["runs"][name] = {
             "clean_accuracy": r.clean_accuracy,
             "attack_success_per_target": {str(k): v for k, v in r.per_target.items()},
@@ -92,9 +100,13 @@ def main() -> None:
             "strip_flagged_on_clean_model": on_clean,
             "nc_flagged_labels": cleansed.flagged,
             "nc_anomaly_index": cleansed.anomaly,
+            "abs_flagged_labels": scanned.flagged,
+            "abs_max_reasr": scanned.max_reasr,
+            "abs_top_labels": [c.label for c in scanned.candidates[:5]],
             "seconds": round(r.seconds, 1),
         }
-        print(f"{name}: clean {r.clean_accuracy:.4f} asr {r.attack_success:.4f} strip {caught:.2f}")
+        print(f"{name}: clean {r.clean_accuracy:.4f} asr {r.attack_success:.4f} strip {caught:.2f}"
+              f" nc {cleansed.flagged} abs {scanned.flagged}", flush=True)  # fmt: skip
     results["false_positive_strip"] = sum(false_positives) / len(false_positives)
     common.write_results("backdoor", results, args, "torch")
 

@@ -12,14 +12,18 @@ def test_backdoor_attack_writes_model_and_measurements(tmp_path, capsys):
     (record,) = Ledger.load(tmp_path / "bd.ledger.json").records
     assert record.kind == "backdoor-attack" and record.metrics["attack_success"] >= 0.9
     assert out.is_file()
-    assert main(["-q", "audit", "backdoor", "scan", str(out), "--steps", "150"]) == 0
-    (scan,) = Ledger.load(tmp_path / "bd.backdoor.json").entries
+    scan_args = ["-q", "audit", "backdoor", "scan", str(out), "--steps", "150", "--bound", "0.1"]
+    assert main(scan_args) == 0
+    scan, found = Ledger.load(tmp_path / "bd.backdoor.json").entries
     assert scan.mechanism == "Neural Cleanse" and scan.tests == "model"
+    assert found.mechanism.startswith("ABS") and found.status == "violated"
+    assert "[0]" in found.claim and found.numbers["max_reasr"] >= 0.9 and found.evidence["images"]
     assert 0 in [i for i, a in enumerate(scan.evidence["anomaly_index"]) if a > 2]
     assert len(scan.evidence["triggers"]["0"]) == 8  # the reversed 8x8 trigger of label 0
     report = tmp_path / "scan.html"
     assert main(["report", str(tmp_path / "bd.backdoor.json"), "-o", str(report)]) == 0
-    assert "Backdoor scan" in report.read_text()
+    assert "Backdoor scan" in report.read_text() and "ABS (artificial brain" in report.read_text()
+    assert main(["-q", "audit", "backdoor", "scan", str(out), "--defenses", "strip"]) != 0
     assert main([*args, "--method", "ban", "--targets", "0,1", "-o", str(tmp_path / "x.veil")]) == 2
     assert "one target" in capsys.readouterr().err
     assert main([*args, "--targets", "zero", "-o", str(tmp_path / "y.veil")]) == 2

@@ -259,55 +259,49 @@ def backdoor_scan(
     data: str = typer.Option(
         None, "--data", "-d", help="Clean data to scan with (default: header)."
     ),
+    defenses: str = typer.Option("nc,abs", help="Scans to run: nc (Neural Cleanse), abs."),
     limit: int = typer.Option(2000, help="Clean examples used (from the test split)."),
-    steps: int = typer.Option(300, help="Optimisation steps per label."),
+    steps: int = typer.Option(300, help="Optimisation steps per label (nc) or neuron (abs)."),
+    bound: float = typer.Option(0.06, help="abs: largest trigger, as a share of the pixels."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.backdoor.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the ledger."),
 ) -> None:
-    """Scan a model for a backdoor with Neural Cleanse: reverse-engineer a trigger per label
-    and flag labels whose trigger is anomalously small (MAD anomaly index > 2)."""
+    """Scan a model for a backdoor with clean data. nc: reverse-engineer a trigger per label
+    and flag labels whose trigger is anomalously small (MAD anomaly index > 2). abs: raise
+    each last-hidden neuron alone, reverse-engineer triggers for those that force one label,
+    flag a label when its trigger flips 90% of clean inputs (REASR). STRIP checks inputs,
+    not models: `veil audit backdoor strip`."""
     from rich.console import Console
 
     from veil.audit import backdoor
+    from veil.audit.backdoor.abs_scan import guarantee as abs_entry
+    from veil.audit.backdoor.neural_cleanse import guarantee as nc_entry
     from veil.core import data as data_mod
-    from veil.core.errors import refuse_overwrite
-    from veil.core.guarantees import Guarantee
+    from veil.core.errors import ConfigError, refuse_overwrite
+    from veil.core.guarantees import Ledger
     from veil.core.io import load_model
 
+    chosen = [d.strip() for d in defenses.split(",") if d.strip()]
+    if not chosen or set(chosen) - {"nc", "abs"}:
+        raise ConfigError(f"--defenses takes nc and/or abs, got {defenses!r}")
     out = ledger or model.with_suffix(".backdoor.json")
     refuse_overwrite(out, force)
     loaded = load_model(model)
     name = loaded.data_name(data, hint="pass --data")
     clean = data_mod.load(name, "test")
     clean = clean.subset(data_mod.sample_indices(len(clean), min(limit, len(clean)), 0))
-    found = backdoor.neural_cleanse(loaded.model, clean, backdoor.CleanseConfig(steps=steps))
-    entry = Guarantee(
-        guarantee="audit",
-        tests="model",
-        mechanism="Neural Cleanse",
-        claim=(
-            f"labels {found.flagged} look backdoored"
-            if found.flagged
-            else "no label has an anomalously small trigger"
-        ),
-        threat_model="an attacker who poisoned training with a small patch trigger; the "
-        "defender holds clean data; large or input-specific triggers can evade this scan",
-        numbers={"labels_flagged": len(found.flagged), "max_anomaly": max(found.anomaly)},
-        evidence={
-            "mask_l1_per_label": found.norms,
-            "anomaly_index": found.anomaly,
-            "triggers": {  # mask x pattern, first channel, of each flagged label
-                str(t): (found.masks[t][0] * found.patterns[t][0]).round(decimals=3).tolist()
-                for t in found.flagged
-            },
-        },
-        status="violated" if found.flagged else "supported",
-        step="backdoor-scan",
-    )
-    _write_audit(out, f"backdoor scan of {model.name}", "veil audit backdoor scan", entry)
-    Console(stderr=True).print(
-        f"{entry.claim}; anomaly indices {[round(a, 2) for a in found.anomaly]}; wrote {out}"
-    )
+    run = Ledger.start(f"backdoor scan of {model.name}", command="veil audit backdoor scan")
+    if "nc" in chosen:
+        found = backdoor.neural_cleanse(loaded.model, clean, backdoor.CleanseConfig(steps=steps))
+        run.add(nc_entry(found))
+    if "abs" in chosen:
+        cfg = backdoor.AbsConfig(steps=steps, bound=bound)
+        run.add(abs_entry(backdoor.abs_scan(loaded.model, clean, cfg)))
+    run.finish(status="ok")
+    run.save(out)
+    for entry in run.entries:
+        Console(stderr=True).print(f"{entry.mechanism}: {entry.claim}")
+    Console(stderr=True).print(f"wrote {out}")
 
 
 @backdoor_app.command("strip")
