@@ -54,7 +54,7 @@ def test_mpc_train_threads_and_processes_agree(tmp_path, capsys):
     threads, procs = load_model(tmp_path / "t.veil").model, load_model(tmp_path / "p.veil").model
     flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (threads, procs)]
     gap = (flat[0] - flat[1]).abs()  # see close_to_plaintext in tests/encrypted/mpc/test_train.py
-    assert (gap < 1e-3).float().mean() > 0.95 and gap.max() < 2e-2
+    assert gap.mean() < 2e-3 and (gap < 1e-2).float().mean() > 0.98
     assert main([*base[:4], "-m", "he-mlp", "-o", str(tmp_path / "c.veil")]) != 0
     assert "MLP" in capsys.readouterr().err
 
