@@ -94,14 +94,21 @@ def black_box(
     return torch.sigmoid(z).detach()[0]
 
 
-def evaluate(
-    model: nn.Module, recon: torch.Tensor, target: int, x: torch.Tensor, y: torch.Tensor
-) -> dict:
-    """The reconstruction of ``target`` against the class means of the training data
-    (x, y): confidence, PSNR/SSIM to the target's mean and the no-model baseline."""
+def class_means(x: torch.Tensor, y: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The classes of (x, y), the mean image of each, and the mean image of all."""
     classes = sorted(int(c) for c in y.unique())
-    means = torch.stack([x[y == c].mean(0) for c in classes])
-    mean_c, overall = means[classes.index(target)], x.mean(0)
+    return classes, torch.stack([x[y == c].mean(0) for c in classes]), x.mean(0)
+
+
+def evaluate(
+    model: nn.Module, recon: torch.Tensor, target: int, x: torch.Tensor, y: torch.Tensor,
+    means: tuple | None = None,
+) -> dict:  # fmt: skip
+    """The reconstruction of ``target`` against the class means of the training data
+    (x, y): confidence, PSNR/SSIM to the target's mean and the no-model baseline.
+    ``means``: :func:`class_means` of (x, y), when already computed."""
+    classes, means, overall = means or class_means(x, y)
+    mean_c = means[classes.index(target)]
     with torch.no_grad():
         confidence = float(model(recon[None]).softmax(-1)[0, target])
     nearest = classes[int(((means - recon) ** 2).flatten(1).mean(1).argmin())]
@@ -132,13 +139,14 @@ def audit(
     if not classes or not set(classes) <= known:
         raise ConfigError(f"classes must be among {sorted(known)}, got {classes}")
     shape, per_class, images = tuple(x.shape[1:]), [], []
+    reference = class_means(x, y)
     model.eval()
     for c in classes:
         if black:
             recon = black_box(Oracle(model, queries), c, shape, seed=c)
         else:
             recon = white_box(model, c, shape, steps=steps)
-        per_class.append({"class": c, **evaluate(model, recon, c, x, y)})
+        per_class.append({"class": c, **evaluate(model, recon, c, x, y, reference)})
         images.append({"title": f"class {c}", "pixels": pixels(recon)})
     mean = {k: float(np.mean([r[k] for r in per_class])) for k in per_class[0] if k != "class"}
     return {

@@ -119,9 +119,8 @@ def train_party(
     rows = _share_rows(party, x, frac, sizes[0][0])
     labels = None if y is None else np.eye(classes)[np.asarray(y, dtype=np.int64)]
     onehot = _share_rows(party, labels, frac, classes)
-    weights = []
-    for i, (n_in, n_out) in enumerate(sizes):
-        layer = mlp_layers(model)[i] if comm.rank == 0 else None
+    weights, layers = [], mlp_layers(model) if comm.rank == 0 else [None] * len(sizes)
+    for layer, (n_in, n_out) in zip(layers, sizes, strict=True):
         w = encode(layer.weight.detach().T, frac) if layer is not None else None
         b = encode(layer.bias.detach(), frac) if layer is not None else None
         weights.append((party.share(0, w, (n_in, n_out)), party.share(0, b, (n_out,))))
