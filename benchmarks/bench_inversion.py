@@ -37,6 +37,7 @@ from veil.audit.reconstruction import audit
 from veil.audit.reconstruction import model as model_inversion
 from veil.core import data, models
 from veil.core.data import sample_indices
+from veil.core.train import evaluate
 
 SETTINGS = {
     "full": {"setting": "full"},
@@ -96,12 +97,6 @@ def gradient_inversion(res: dict, n: int, steps: int) -> None:
     _run(res, "cifar_cnn_full_b1", cifar, cx, cy, SETTINGS["full"], steps)
 
 
-def _accuracy(net) -> float:
-    x, y = _images("mnist", 10_000)
-    with torch.no_grad():
-        return float((net(x).argmax(-1) == y).float().mean())
-
-
 def _plain_model(x, y):
     net = _net("mlp", (1, 28, 28))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
@@ -124,21 +119,20 @@ def model_inversion_run(res: dict, queries: int, steps: int) -> None:
     train = data.load("mnist", "train")
     subset = train.subset(sample_indices(len(train), 10_000, seed=0))
     x, y = subset.batch(torch.arange(len(subset)))
-    classes = list(range(10))
+    test, classes, plain = data.load("mnist", "test"), list(range(10)), _plain_model(x, y)
     runs = (
-        ("white", _plain_model(x, y), {"steps": steps}),
-        ("black", None, {"black": True, "queries": queries}),
+        ("white", plain, {"steps": steps}),
+        ("black", plain, {"black": True, "queries": queries}),
         ("white_dp_eps1", _dp_model(subset, 1.0), {"steps": steps}),
     )
     for name, net, kw in runs:
-        net = net or runs[0][1]
         start = time.perf_counter()
         r = model_inversion.audit(net, x, y, classes, **kw)
         res[f"model_inversion_{name}_identified"] = r["identified"]
         res[f"model_inversion_{name}_confidence"] = r["mean_confidence"]
         res[f"model_inversion_{name}_ssim_class_mean"] = r["mean_ssim_class_mean"]
         res[f"model_inversion_{name}_seconds"] = round(time.perf_counter() - start, 1)
-        res[f"model_inversion_{name}_test_accuracy"] = _accuracy(net)
+        res[f"model_inversion_{name}_test_accuracy"] = evaluate(net, test, device="cpu")["accuracy"]
         print(f"model inversion {name}: {r['identified']}/10", flush=True)
     res["model_inversion_baseline_ssim"] = r["mean_baseline_ssim"]
     res["model_inversion_queries"] = queries

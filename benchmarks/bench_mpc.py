@@ -128,14 +128,14 @@ def secure_training(steps: int, timed_steps: int, folder: Path) -> dict:
     training records, every other one each), batch 64, lr 0.1: ``steps`` in threads for
     the accuracy (against the same steps in plaintext), ``timed_steps`` over processes for
     the step time."""
-    from veil.core.data import sample_arrays
     from veil.core.train import evaluate
     from veil.encrypted.mpc.launch import train_processes
     from veil.encrypted.mpc.train import Schedule, parts_of, plain_sgd, pooled, train_threads
 
     limit = 600 if DATA == "digits" else 10_000
-    parts = parts_of(*sample_arrays(DATA, "train", limit, 0))
     p = prepare(DATA, "mlp", model_options={"hidden": [128]}, limit=limit, seed=0)
+    x, y = p.train.batch(torch.arange(len(p.train)))  # the records train-party samples too
+    parts = parts_of(x.numpy(), y.numpy())
     schedule = Schedule(steps, batch=64, lr=0.1)
     got = train_threads(p.model, parts, 10, schedule)
     ref = plain_sgd(p.model, *pooled(parts), schedule)

@@ -69,7 +69,7 @@ def _write_audit(path: Path, title: str, command: str, entry) -> None:
 def _attacked_model(model: str | None, data: str | None):
     """A saved model (a path) or an untrained network by name; the default, an untrained
     MLP 784-256-10 (tanh), stands for the first round of a collaborative run. Returns the
-    network, the data set's name and where its ledger goes by default."""
+    network, the training split it is attacked with and where its ledger goes by default."""
     import torch
 
     from veil.core import data as data_mod
@@ -79,18 +79,19 @@ def _attacked_model(model: str | None, data: str | None):
 
     if model and Path(model).exists():
         loaded = load_model(model)
-        return loaded.model, loaded.data_name(data, hint="pass --data"), Path(model)
+        train = data_mod.load(loaded.data_name(data, hint="pass --data"), "train")
+        return loaded.model, train, Path(model)
     if not data:
         raise ConfigError("--data is needed when --model is not a model file")
-    info = data_mod.load(data, "test")
-    shape, classes = tuple(info.batch(torch.arange(1))[0].shape[1:]), len(info.classes)
+    if model is not None and model not in models.names():
+        raise ConfigError(f"--model {model!r} is neither a file nor one of {models.names()}")
+    train = data_mod.load(data, "train")
     torch.manual_seed(0)
     if model is None:
-        net = models.build("mlp", shape, classes, hidden=[256], activation="tanh")
-        return net, data, Path("mlp")
-    if model not in models.names():
-        raise ConfigError(f"--model {model!r} is neither a file nor one of {models.names()}")
-    return models.build(model, shape, classes), data, Path(model)
+        net = models.build("mlp", train.input_shape, train.num_classes, hidden=[256],
+                           activation="tanh")  # fmt: skip
+        return net, train, Path("mlp")
+    return models.build(model, train.input_shape, train.num_classes), train, Path(model)
 
 
 @app.command("inversion")
@@ -114,14 +115,12 @@ def inversion(
     import torch
 
     from veil.audit.reconstruction import audit, guarantee
-    from veil.core import data as data_mod
     from veil.core.data import sample_indices
     from veil.core.errors import refuse_overwrite
 
-    net, data_name, where = _attacked_model(model, data)
+    net, train, where = _attacked_model(model, data)
     out = ledger or where.with_suffix(".inversion.json")
     refuse_overwrite(out, force)
-    train = data_mod.load(data_name, "train")
     x, y = train.batch(torch.as_tensor(sample_indices(len(train), images, seed=0)))
     update = {
         "dssgd": {"theta_up": theta_up, "gamma": gamma},
@@ -129,7 +128,7 @@ def inversion(
         "dp": {"epsilon": epsilon},
     }.get(setting, {})
     result = audit(net, x, y, setting, steps, batch=batch, **update)
-    title = f"gradient inversion of {where.name} on {data_name}"
+    title = f"gradient inversion of {where.name} on {train.name}"
     _write_audit(out, title, "veil audit inversion", guarantee(result, setting, update))
     typer.echo(
         f"{setting}, batch {batch}: {result['recovered']}/{result['images']} images recovered "

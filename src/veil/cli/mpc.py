@@ -271,8 +271,9 @@ def train(
     import tempfile
     import time
 
+    import torch
+
     from veil.cli.train import check_outputs, parse_options, save_outputs
-    from veil.core.data import sample_arrays
     from veil.core.errors import ConfigError
     from veil.core.guarantees import Record
     from veil.core.io import load_model, save_model
@@ -292,7 +293,8 @@ def train(
     p = prepare(data, model, model_options=parse_options(option), limit=limit, seed=seed)
     mlp_layers(p.model)  # refuse what is not an MLP before any party starts
     schedule = Schedule(steps, batch, lr, seed)
-    parts = parts_of(*sample_arrays(data, "train", limit, seed), parties)
+    x, y = p.train.batch(torch.arange(len(p.train)))  # the records train-party samples too
+    parts = parts_of(x.numpy(), y.numpy(), parties)
     start = time.perf_counter()
     if engine == "threads":
         got = train_threads(p.model, parts, p.train.num_classes, schedule)

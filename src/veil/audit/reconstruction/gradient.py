@@ -115,13 +115,11 @@ def _dssgd_upload(grads, theta_up: float, gamma: float) -> Observed:
     keep = torch.zeros_like(flat, dtype=torch.bool)
     keep[torch.from_numpy(chosen)] = True
     values = torch.from_numpy(truncate((flat * keep).numpy(), gamma))
-    out_g, out_m, start = [], [], 0
-    for g in grads:
-        n = g.numel()
-        out_g.append(values[start : start + n].view_as(g))
-        out_m.append(keep[start : start + n].view_as(g))
-        start += n
-    return Observed(out_g, out_m)
+    sizes = [g.numel() for g in grads]
+    return Observed(
+        [v.view_as(g) for v, g in zip(values.split(sizes), grads, strict=True)],
+        [m.view_as(g) for m, g in zip(keep.split(sizes), grads, strict=True)],
+    )
 
 
 def _dp_update(model, x, y, epsilon, delta, clip, seed) -> Observed:

@@ -9,10 +9,12 @@ protocol, so a receive names the shape it expects.
 
 from __future__ import annotations
 
+import operator
 import queue
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
 
@@ -72,26 +74,27 @@ class Comm(ABC):
         """Send ``tensors`` to every other party and return the sum (or XOR) of all parties'
         copies: opening shares, one round, one message per party."""
         self.traffic.rounds += 1
-        others = [p for p in range(self.parties) if p != self.rank]
         packed = _packed(tensors)
-        handles = [self.send(p, t, wait=False) for p in others for t in packed]
-        total = list(packed)
-        for p in others:
-            for i, t in enumerate(packed):
-                got = self.recv(p, t.shape, t.dtype)
-                total[i] = total[i] ^ got if xor else total[i] + got
-        for h in handles:
-            h.wait()
+        combine = operator.xor if xor else operator.add
+        total = [reduce(combine, copies) for copies in zip(*self._all_to_all(packed), strict=True)]
         return _unpacked(total, tensors)
 
-    def swap(self, other: int, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Send ``tensors`` to ``other`` and receive its tensors of the same shapes."""
-        packed = _packed(tensors)
-        handles = [self.send(other, t, wait=False) for t in packed]
-        got = [self.recv(other, t.shape, t.dtype) for t in packed]
+    def announce(self, value: torch.Tensor) -> list[torch.Tensor]:
+        """Every party's public ``value`` (same shape everywhere), by rank; one round."""
+        self.traffic.rounds += 1
+        return [copies[0] for copies in self._all_to_all([value])]
+
+    def _all_to_all(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Send ``tensors`` to every other party; every party's tensors, by rank."""
+        others = [p for p in range(self.parties) if p != self.rank]
+        handles = [self.send(p, t, wait=False) for p in others for t in tensors]
+        out = [
+            tensors if p == self.rank else [self.recv(p, t.shape, t.dtype) for t in tensors]
+            for p in range(self.parties)
+        ]
         for h in handles:
             h.wait()
-        return _unpacked(got, tensors)
+        return out
 
     @abstractmethod
     def _send(self, to: int, tensor: torch.Tensor):

@@ -228,17 +228,9 @@ def _encoded(images, frac: int) -> torch.Tensor:
 
 
 def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) -> SharedModel:
-    comm = party.comm
-    if comm.rank == owner:
-        rows = model.architecture()
-        for q in party.others:
-            comm.send(q, torch.tensor([len(rows)], dtype=torch.int64))
-            comm.send(q, rows)
-        return model
-    (n,) = comm.recv(owner, (1,)).tolist()
-    if not 1 <= n <= 1024:
-        raise MPCError(f"the model owner announced {n} stages")
-    return SharedModel.from_architecture(comm.recv(owner, (n, ARCH_COLUMNS)))
+    rows = model.architecture() if party.rank == owner else None
+    rows = party.publish(owner, rows, ARCH_COLUMNS, 1024, "stages")
+    return model if party.rank == owner else SharedModel.from_architecture(rows)
 
 
 def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,

@@ -60,16 +60,23 @@ def _result_shape(kind: int, a: tuple, b: tuple) -> tuple:
     return (*a[:-1], b[-1]) if kind in (MATMUL, OWNED) else a
 
 
+def _send_seed(comm: Comm, to: int) -> PRG:
+    """A fresh PRG whose seed ``to`` also gets: both then draw the same stream."""
+    prg = PRG()
+    comm.send(to, torch.frombuffer(bytearray(prg.seed), dtype=torch.int64))
+    return prg
+
+
+def _recv_seed(comm: Comm, frm: int) -> PRG:
+    return PRG(comm.recv(frm, (4,)).numpy().tobytes())
+
+
 def setup_seeds(comm: Comm) -> PRG | list[PRG]:
     """The dealer sends each party a fresh PRG seed; returns the party's PRG (or, for the
     dealer, every party's)."""
     if comm.rank == comm.dealer:
-        prgs = [PRG() for _ in range(comm.parties)]
-        for p, prg in enumerate(prgs):
-            comm.send(p, torch.frombuffer(bytearray(prg.seed), dtype=torch.int64))
-        return prgs
-    seed = comm.recv(comm.dealer, (4,))
-    return PRG(seed.numpy().tobytes())
+        return [_send_seed(comm, p) for p in range(comm.parties)]
+    return _recv_seed(comm, comm.dealer)
 
 
 def serve_dealer(comm: Comm, prgs: list[PRG]) -> int:
@@ -148,11 +155,9 @@ class Party:
         """A stream parties 1 and 2 share (party 1 draws the seed): re-splits after a
         three-party truncation without a message."""
         if self.rank == 1:
-            pair = PRG()
-            self.comm.send(2, torch.frombuffer(bytearray(pair.seed), dtype=torch.int64))
-            return pair
+            return _send_seed(self.comm, 2)
         if self.rank == 2:
-            return PRG(self.comm.recv(1, (4,)).numpy().tobytes())
+            return _recv_seed(self.comm, 1)
         return None
 
     def stop_dealer(self) -> None:
@@ -189,15 +194,18 @@ class Party:
             share = share + self.comm.recv(q, share.shape)
         return share
 
-    def announce(self, value: torch.Tensor) -> list[torch.Tensor]:
-        """Every party's public ``value`` (same shape everywhere), by rank; one round."""
-        self.comm.traffic.rounds += 1
-        handles = [self.comm.send(q, value, wait=False) for q in self.others]
-        out = [value if q == self.rank else self.comm.recv(q, value.shape, value.dtype)
-               for q in range(self.parties)]  # fmt: skip
-        for h in handles:
-            h.wait()
-        return out
+    def publish(self, owner: int, rows: torch.Tensor | None, columns: int, most: int, what: str):
+        """``owner``'s public table of int64 ``rows`` (a count, then the rows) at every party;
+        the others refuse a count outside 1..``most``."""
+        if self.rank == owner:
+            for q in self.others:
+                self.comm.send(q, torch.tensor([len(rows)], dtype=torch.int64))
+                self.comm.send(q, rows)
+            return rows
+        (n,) = self.comm.recv(owner, (1,)).tolist()
+        if not 1 <= n <= most:
+            raise MPCError(f"party {owner} announced {n} {what}")
+        return self.comm.recv(owner, (n, columns))
 
     # -- arithmetic -----------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ def sgd_step(party: Party, weights: list, x: torch.Tensor, onehot: torch.Tensor,
 def _share_rows(party: Party, mine, frac: int, width: int) -> torch.Tensor:
     """Every party's rows (announced counts, then shared), by rank."""
     count = torch.tensor([0 if mine is None else len(mine)], dtype=torch.int64)
-    counts = [int(c.item()) for c in party.announce(count)]
+    counts = [int(c.item()) for c in party.comm.announce(count)]
     parts = []
     for owner, n in enumerate(counts):
         value = encode(np.asarray(mine).reshape(n, width), frac) if owner == party.rank else None
@@ -138,17 +138,10 @@ def train_party(
 
 
 def _agree_on_sizes(party: Party, model: nn.Module | None) -> list[tuple[int, int]]:
-    comm = party.comm
-    if comm.rank == 0:
-        sizes = [(m.in_features, m.out_features) for m in mlp_layers(model)]
-        for q in party.others:
-            comm.send(q, torch.tensor([len(sizes)], dtype=torch.int64))
-            comm.send(q, torch.tensor(sizes, dtype=torch.int64))
-        return sizes
-    (n,) = comm.recv(0, (1,)).tolist()
-    if not 1 <= n <= 64:
-        raise MPCError(f"party 0 announced {n} layers")
-    sizes = [tuple(r) for r in comm.recv(0, (n, 2)).tolist()]
+    mine = None
+    if party.rank == 0:
+        mine = torch.tensor([(m.in_features, m.out_features) for m in mlp_layers(model)])
+    sizes = [tuple(r) for r in party.publish(0, mine, 2, 64, "layers").tolist()]
     if any(not 1 <= a <= 1 << 20 or not 1 <= b <= 1 << 20 for a, b in sizes):
         raise MPCError(f"party 0 announced layer sizes {sizes}")
     return sizes
