@@ -21,6 +21,15 @@ def test_field_axioms():
     assert gf256.MUL[0x57, 0x83] == 0xC1  # FIPS-197's worked example
 
 
+@settings(max_examples=30, deadline=None)
+@given(c=st.integers(0, 255), size=st.integers(4000, 9000), offset=st.integers(0, 1))
+def test_scale_by_byte_pairs_equals_the_byte_table(c, size, offset):
+    # long arrays go through a 65,536-entry table of byte pairs: odd lengths, views that
+    # start at an odd byte and every constant must give what the 256-entry row gives
+    arr = np.frombuffer(np.random.default_rng(size).bytes(size + 1), dtype=np.uint8)[offset:]
+    assert np.array_equal(gf256.scale(c, arr), gf256.MUL[c][arr])
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     secret=st.binary(max_size=300),

@@ -40,6 +40,42 @@ def test_embed_extract_round_trip(data, bits, dtype):
                 raise StegoError("different key, different data")
 
 
+def _reference_embed(cover, data, key, bits):
+    """The layout spelled out value by value: a 4-byte length, then the data, as ``bits``-bit
+    symbols (most significant first), into the keyed blocks' values in order."""
+    import struct
+
+    from veil.imaging.stego import BLOCK, _blocks
+
+    stream = np.unpackbits(np.frombuffer(struct.pack(">I", len(data)) + data, dtype=np.uint8))
+    symbols = stream if bits == 1 else (stream[0::2] << 1) | stream[1::2]
+    flat = cover.reshape(-1).copy()
+    rows, _ = _blocks(key, flat.size // BLOCK, -(-len(symbols) // BLOCK))
+    for i, s in enumerate(symbols):
+        at = rows[i // BLOCK] * BLOCK + i % BLOCK
+        flat[at] = (int(flat[at]) >> bits << bits) | int(s)
+    return flat.reshape(cover.shape)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    bits=st.sampled_from([1, 2]),
+    dtype=st.sampled_from(["u1", "<u2", ">u2"]),
+    shape=st.sampled_from([(24, 40, 3), (37, 29), (8, 8)]),
+)
+def test_embed_writes_the_v1_layout(data, bits, dtype, shape):
+    # the fast path works on 32-bit words a chunk of blocks at a time; the stored layout
+    # must stay the one a value-by-value writer produces (and a partly used last block
+    # must keep the rest of its values)
+    cover = np.random.default_rng(4).integers(0, 250, shape).astype(dtype)
+    payload = data.draw(st.binary(max_size=capacity(shape, bits)))
+    stego = embed(cover, payload, KEY, bits)
+    assert stego.dtype == cover.dtype
+    assert np.array_equal(stego, _reference_embed(cover, payload, KEY, bits))
+    assert np.array_equal(embed(np.asfortranarray(cover), payload, KEY, bits), stego)
+
+
 def test_capacity_error_says_what_is_missing():
     cover = np.zeros((16, 16), dtype=np.uint8)
     with pytest.raises(StegoError, match="cover too small"):

@@ -62,12 +62,14 @@ class Share:
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
-    def signed_part(self) -> bytes:
+    def signed_parts(self) -> tuple[bytes, bytes]:
+        """What the tag covers: the magic and header, then the payload (kept apart: the
+        payload can be large, and hashing it needs no copy)."""
         header = self.header()
-        return MAGIC + struct.pack(">I", len(header)) + header + self.payload
+        return MAGIC + struct.pack(">I", len(header)) + header, self.payload
 
     def to_bytes(self) -> bytes:
-        return self.signed_part() + self.tag
+        return b"".join((*self.signed_parts(), self.tag))
 
     @classmethod
     def from_bytes(cls, blob: bytes, name: str = "share") -> Share:
@@ -106,22 +108,25 @@ def _share_key(key: bytes, sharing_id: str, index: int) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(key)
 
 
-def _tag(share: Share, key: bytes) -> bytes:
+def _mac(share: Share, key: bytes):
+    """HMAC-SHA256 over the share's signed parts, under the key derived for this share."""
     from cryptography.hazmat.primitives import hashes, hmac
 
     h = hmac.HMAC(_share_key(key, share.sharing_id, share.index), hashes.SHA256())
-    h.update(share.signed_part())
-    return h.finalize()
+    for part in share.signed_parts():
+        h.update(part)
+    return h
+
+
+def _tag(share: Share, key: bytes) -> bytes:
+    return _mac(share, key).finalize()
 
 
 def _verify(share: Share, key: bytes) -> bool:
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, hmac
 
-    h = hmac.HMAC(_share_key(key, share.sharing_id, share.index), hashes.SHA256())
-    h.update(share.signed_part())
     try:
-        h.verify(share.tag)  # constant-time comparison
+        _mac(share, key).verify(share.tag)  # constant-time comparison
         return True
     except InvalidSignature:
         return False
@@ -129,10 +134,9 @@ def _verify(share: Share, key: bytes) -> bool:
 
 def _evaluate(coeffs: np.ndarray, secret: np.ndarray, x: int) -> np.ndarray:
     """secret + c1·x + ... + c_{k-1}·x^(k-1) for every byte at once (Horner's rule)."""
-    row = gf256.MUL[x]
     acc = np.zeros_like(secret)
     for c in coeffs[::-1]:  # highest degree first: acc = (acc + c)·x
-        acc = row.take(acc ^ c)
+        acc = gf256.scale(x, acc ^ c)
     return acc ^ secret
 
 
