@@ -84,7 +84,9 @@ def measure(name: str, epochs: int, batch: int, singles: int, folder: Path) -> d
         out["single_image_latency_ms"] = 1000 * one["seconds"]
         out["single_image_runs_ms"] = [1000 * t for t in one["times"]]
         out["rounds_per_image"] = one["traffic"]["rounds"]
+        out["compare_bits"] = big["compare_bits"]  # "auto": 32 where interval bounds allow
         if name == "mlp-relu":  # the argmax on shares too: rank 1 learns labels only
+            out.update(full_width(path, shared, x, singles, plain))
             out.update(three_parties(path, batch, singles, plain))
             lab = run_processes(path, DATA, batch, labels_only=True)
             out["labels_only_images_per_s"] = len(x) / lab["seconds"]
@@ -109,10 +111,29 @@ def measure(name: str, epochs: int, batch: int, singles: int, folder: Path) -> d
     return out
 
 
+def batch_and_single(path: Path, batch: int, singles: int, **options) -> tuple[dict, dict]:
+    """One batch over processes, then ``singles`` single-image inferences in one session."""
+    big = run_processes(path, DATA, batch, **options)
+    return big, run_processes(path, DATA, 1, repeat=singles + 1, **options)
+
+
+def full_width(path: Path, shared, x: np.ndarray, singles: int, plain: np.ndarray) -> dict:
+    """The same network with 64-bit comparisons (exact for any encodable value)."""
+    batch = len(x)
+    local = infer_threads(shared, x, compare_bits=64)
+    big, one = batch_and_single(path, batch, singles, compare_bits=64)
+    return {
+        "images_per_s_batched_64bit": batch / big["seconds"],
+        "single_image_latency_ms_64bit": 1000 * one["seconds"],
+        "rounds_per_image_64bit": one["traffic"]["rounds"],
+        "bytes_per_image_64bit": sum(t["bytes_sent"] for t in local["traffic"]) / batch,
+        "agreement_64bit": float(np.mean(np.asarray(big["logits"]).argmax(1) == plain.argmax(1))),
+    }
+
+
 def three_parties(path: Path, batch: int, singles: int, plain: np.ndarray) -> dict:
     """The same network with three computing parties (4 processes with the dealer)."""
-    big = run_processes(path, DATA, batch, parties=3)
-    one = run_processes(path, DATA, 1, repeat=singles + 1, parties=3)
+    big, one = batch_and_single(path, batch, singles, parties=3)
     return {
         "three_parties_images_per_s": batch / big["seconds"],
         "three_parties_latency_ms": 1000 * one["seconds"],
@@ -165,7 +186,7 @@ def main() -> None:
     global DATA
     args = common.parser("mpc", __doc__.splitlines()[0]).parse_args()
     DATA = "digits" if args.quick else "mnist"
-    epochs, batch, singles = (10, 400, 3) if args.quick else (3, 10_000, 5)
+    epochs, batch, singles = (10, 400, 3) if args.quick else (3, 10_000, 21)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
             n: measure(n, epochs, batch, singles, Path(tmp))

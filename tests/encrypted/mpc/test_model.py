@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from veil.core.models import Square
@@ -31,7 +33,8 @@ def test_logits_on_shares_match_plaintext(kind, parties):
     model, shape = _model(kind)
     shared = compile_shared(model, shape)
     x = np.random.default_rng(1).normal(size=(40, *shape))
-    out = infer_threads(shared, x, parties=parties)
+    out = infer_threads(shared, x, parties=parties, input_range=(-6.0, 6.0))
+    assert out["compare_bits"] == 32  # small weights: interval bounds allow 32-bit comparisons
     assert len(out["traffic"]) == parties
     plain = shared.forward(x)
     assert np.abs(out["logits"] - plain).max() < 1e-2
@@ -56,9 +59,9 @@ def test_max_pooling_on_shares_matches_torch():
     with torch.no_grad():
         want = model(torch.as_tensor(x, dtype=torch.float32)).numpy()
     assert np.abs(shared.forward(x) - want).max() < 1e-4
-    out = infer_threads(shared, x)
+    out = infer_threads(shared, x, input_range=(-6.0, 6.0))
     assert np.abs(out["logits"] - want).max() < 1e-2
-    three = infer_threads(shared, x, labels_only=True, parties=3)
+    three = infer_threads(shared, x, labels_only=True, parties=3, compare_bits=64)
     assert np.array_equal(three["labels"], want.argmax(1))
     again = SharedModel.from_architecture(shared.architecture())
     pools = [s for s in again.stages if not hasattr(s, "weight") and hasattr(s, "geometry")]
@@ -112,6 +115,60 @@ def test_labels_only_reveals_the_argmax_and_nothing_else():
     model, shape = _model("mlp")
     shared = compile_shared(model, shape)
     x = np.random.default_rng(2).normal(size=(30, *shape))
-    out = infer_threads(shared, x, labels_only=True)
+    out = infer_threads(shared, x, labels_only=True, input_range=(-6.0, 6.0))
     assert "logits" not in out
     assert np.array_equal(out["labels"], shared.forward(x).argmax(1))
+
+
+def _comparison_inputs(model: SharedModel, x: np.ndarray, labels_only: bool) -> float:
+    """The largest magnitude a comparison sees, computed in plaintext stage by stage."""
+    from veil.encrypted.mpc.model import Pool
+
+    h, worst = x.reshape(len(x), -1), 0.0
+    for s in model.stages:
+        if isinstance(s, Pool):
+            window = h[:, s.index]
+            diffs = window[..., :, None] - window[..., None, :]
+            worst = max(worst, float(np.abs(diffs).max()))
+        elif getattr(s, "kind", None) == "relu":
+            worst = max(worst, float(np.abs(h).max()))
+        h = s.apply(h)
+    if labels_only:
+        worst = max(worst, float(np.abs(h[:, :, None] - h[:, None, :]).max()))
+    return worst
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.1, 100.0),
+    low=st.floats(-3.0, 0.0),
+    width=st.floats(0.1, 4.0),
+    labels_only=st.booleans(),
+)
+def test_comparison_bound_holds_for_every_input_in_the_range(seed, scale, low, width, labels_only):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8, 5), Square(), nn.Linear(5, 3))  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale)
+    shared = compile_shared(net, (1, 6, 6))
+    high = low + width
+    x = np.random.default_rng(seed).uniform(low, high, size=(200, 1, 6, 6))
+    x[0], x[1] = low, high  # the corners too
+    bound = shared.comparison_bound(low, high, labels_only)
+    assert _comparison_inputs(shared, x, labels_only) <= bound * (1 + 1e-9) + 1e-9
+
+
+def test_auto_comparisons_fall_back_to_64_bits_and_check_the_range():
+    model, shape = _model("mlp")
+    with torch.no_grad():
+        model[0].weight.mul_(1e5)  # activations far beyond 32,768: 32 bits would wrap
+    shared = compile_shared(model, shape)
+    x = np.random.default_rng(4).uniform(0, 1, size=(20, *shape))
+    out = infer_threads(shared, x)
+    assert out["compare_bits"] == 64
+    assert np.array_equal(out["logits"].argmax(1), shared.forward(x).argmax(1))
+    with pytest.raises(MPCError, match="outside the agreed range"):
+        infer_threads(shared, x + 2.0)  # inputs in [2, 3], the range says [0, 1]

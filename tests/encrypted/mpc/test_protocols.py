@@ -70,19 +70,24 @@ def test_matmul_matches_within_bound(parties):
     assert np.abs(got - x @ w).max() <= (np.abs(x).sum(1).max() + np.abs(w).sum(0).max() + 2) * UNIT
 
 
-EDGES = np.array([0.0, UNIT, -UNIT, 1.0, -1.0, 2.0**40, -(2.0**40), 2.0**45 - 1, -(2.0**45)])
+EDGES = {
+    64: np.array([0.0, UNIT, -UNIT, 1.0, -1.0, 2.0**40, -(2.0**40), 2.0**45 - 1, -(2.0**45)]),
+    # 32-bit comparisons are exact below 2^31 units (32,768)
+    32: np.array([0.0, UNIT, -UNIT, 1.0, -1.0, 1000.5, -1000.5, 32768 - UNIT, -32768.0]),
+}
 
 
 @PARTIES
-def test_sign_and_relu_on_edge_values(parties):
+@pytest.mark.parametrize("bits", [64, 32])
+def test_sign_and_relu_on_edge_values(parties, bits):
     def program(p):
-        x = shared(p, EDGES)
+        x = shared(p, EDGES[bits])
         sign = p.reveal_to(1, p.bit_to_arith(p.sign_bit(x)))
         return sign, reveal(p, p.relu(x))
 
-    sign, relu = run(program, parties)
-    assert sign.tolist() == [int(v < 0) for v in EDGES]
-    assert np.array_equal(relu, np.maximum(EDGES, 0))
+    sign, relu = run_local(program, parties=parties, compare_bits=bits)[1]
+    assert sign.tolist() == [int(v < 0) for v in EDGES[bits]]
+    assert np.array_equal(relu, np.maximum(EDGES[bits], 0))
 
 
 @PARTIES
@@ -92,6 +97,54 @@ def test_relu_is_exact_on_random_values(parties, xs):
     x = decode(encode(np.array(xs)))
     got = run(lambda p: reveal(p, p.relu(shared(p, x))), parties)
     assert np.array_equal(got, np.maximum(x, 0))
+
+
+@PARTIES
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), reals), min_size=1, max_size=16))
+def test_mux_gives_the_product_and_the_bit(parties, pairs):
+    bits = torch.tensor([int(b) for b, _ in pairs])
+    y = np.array([v for _, v in pairs])
+
+    def program(p):
+        s = bits if p.rank == 0 else torch.zeros_like(bits)  # XOR shares of the bits
+        product, bit = p.mux(s, shared(p, y))
+        return reveal(p, product), p.reveal_to(1, bit)
+
+    product, bit = run(program, parties)
+    assert bit.tolist() == bits.tolist()
+    assert np.array_equal(product, np.where(bits.numpy() == 1, decode(encode(y)), 0.0))
+
+
+def test_the_32_bit_bound_is_tight():
+    # 32,768 wraps to -32,768 in 32 bits and reads as negative
+    wrapped = run_local(
+        lambda p: p.reveal_to(1, p.bit_to_arith(p.sign_bit(shared(p, np.array([32768.0]))))),
+        compare_bits=32,
+    )[1]
+    assert wrapped.tolist() == [1]
+
+
+@PARTIES
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.floats(min_value=-32767, max_value=32767), min_size=1, max_size=33))
+def test_32_bit_relu_is_exact_on_random_values(parties, xs):
+    x = decode(encode(np.array(xs)))  # odd lengths too: 32-bit words pair up in the triples
+    got = run_local(lambda p: reveal(p, p.relu(shared(p, x))), parties=parties, compare_bits=32)
+    assert np.array_equal(got[1], np.maximum(x, 0))
+
+
+def test_32_bit_comparison_saves_a_round_and_half_the_adder_bytes():
+    def program(p):
+        p.relu(shared(p, np.ones(1000)))
+        return p.comm.traffic.to_dict()
+
+    full, half = (run_local(program, compare_bits=b)[0] for b in (64, 32))
+    assert full["rounds"] - half["rounds"] == 1
+    # 8 KB shared and 16 KB opened by the multiplexer either way; the adder opens 2 words
+    # per AND: 12 ANDs of 8 bytes, or 10 of 4 bytes
+    assert full["bytes_sent"] == 8000 * (1 + 2) + 8000 * 2 * 12
+    assert half["bytes_sent"] == 8000 * (1 + 2) + 4000 * 2 * 10
 
 
 @PARTIES
@@ -110,10 +163,10 @@ def test_traffic_is_counted():
         return p.comm.traffic.to_dict()
 
     t0, t1, dealer = run_local(program)
-    assert t0["rounds"] == t1["rounds"] == 10  # share, 7 AND levels, bit conversion, product
-    assert t0["bytes_sent"] > 0 and dealer >= 14
+    assert t0["rounds"] == t1["rounds"] == 9  # share, 7 AND levels, the multiplexer
+    assert t0["bytes_sent"] > 0 and dealer >= 13
     *three, dealer = run_local(program, parties=3)  # + the carry-save level
-    assert [t["rounds"] for t in three] == [11, 11, 11]
+    assert [t["rounds"] for t in three] == [10, 10, 10]
 
 
 def test_refuses_four_computing_parties():

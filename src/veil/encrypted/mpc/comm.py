@@ -70,14 +70,19 @@ class Comm(ABC):
             raise MPCError(f"party {self.rank} expected {tuple(shape)} from {frm}, got {out.shape}")
         return out
 
-    def exchange(self, tensors: list[torch.Tensor], xor: bool = False) -> list[torch.Tensor]:
-        """Send ``tensors`` to every other party and return the sum (or XOR) of all parties'
-        copies: opening shares, one round, one message per party."""
+    def exchange(
+        self, tensors: list[torch.Tensor], xor: bool | list[bool] = False
+    ) -> list[torch.Tensor]:
+        """Send ``tensors`` to every other party and return the sum (or XOR: one flag for
+        all, or one per tensor) of all parties' copies: opening shares, one round, one
+        message per party."""
         self.traffic.rounds += 1
-        packed = _packed(tensors)
-        combine = operator.xor if xor else operator.add
-        total = [reduce(combine, copies) for copies in zip(*self._all_to_all(packed), strict=True)]
-        return _unpacked(total, tensors)
+        flags = xor if isinstance(xor, list) else [xor] * len(tensors)
+        copies = [_unpacked(got, tensors) for got in self._all_to_all(_packed(tensors))]
+        return [
+            reduce(operator.xor if flag else operator.add, parts)
+            for flag, parts in zip(flags, zip(*copies, strict=True), strict=True)
+        ]
 
     def announce(self, value: torch.Tensor) -> list[torch.Tensor]:
         """Every party's public ``value`` (same shape everywhere), by rank; one round."""
@@ -142,6 +147,7 @@ class LocalNetwork:
     def __init__(self, parties: int, timeout: float = 120.0):
         self.parties, self.world, self.timeout = parties, parties + 1, timeout
         self.queues = {(a, b): queue.Queue() for a in range(self.world) for b in range(self.world)}
+        self.aborted = threading.Event()  # set when a rank fails: the others stop waiting
 
     def comm(self, rank: int) -> Comm:
         return _LocalComm(self, rank)
@@ -159,10 +165,15 @@ class _LocalComm(Comm):
         return _Done()
 
     def _recv(self, frm, shape, dtype):
-        try:
-            return self.network.queues[(frm, self.rank)].get(timeout=self.network.timeout)
-        except queue.Empty as e:
-            raise MPCError(f"party {self.rank} waited too long for party {frm}") from e
+        waited, source = 0.0, self.network.queues[(frm, self.rank)]
+        while waited < self.network.timeout:
+            if self.network.aborted.is_set():
+                raise MPCError(f"party {self.rank} stopped: another rank failed")
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                waited += 0.1
+        raise MPCError(f"party {self.rank} waited too long for party {frm}")
 
 
 class GlooComm(Comm):
@@ -213,6 +224,7 @@ def run_threads(parties: int, program, timeout: float = 300.0) -> list:
             results[rank] = program(network.comm(rank))
         except BaseException as e:  # noqa: BLE001 - reported below, after every thread ends
             errors.append((rank, e))
+            network.aborted.set()
 
     threads = [
         threading.Thread(target=target, args=(r,), daemon=True) for r in range(network.world)
@@ -221,8 +233,8 @@ def run_threads(parties: int, program, timeout: float = 300.0) -> list:
         t.start()
     for t in threads:
         t.join(timeout)
-    if errors:
-        rank, error = sorted(errors, key=lambda e: e[0])[0]
+    if errors:  # the first failure, not the others' "another rank failed"
+        rank, error = errors[0]
         raise error
     if any(t.is_alive() for t in threads):
         raise MPCError("a party did not finish in time")

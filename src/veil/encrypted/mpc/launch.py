@@ -52,12 +52,15 @@ def run_processes(
     timeout_s: float = 600.0,
     labels_only: bool = False,
     parties: int = 2,
+    compare_bits: int | str = "auto",
+    input_range: str = "0,1",
 ) -> dict:
     """``veil mpc party`` for ranks 0 (model), 1 (input, result), 2 (with three parties) and
     the dealer; rank 1's result. With ``repeat`` > 1, ``seconds`` is the median of the runs
     after the first."""
     rank1 = ["--data", data, "--limit", str(limit)]
-    return _inference(model, [], rank1, repeat, timeout_s, labels_only, parties)
+    options = ["--compare-bits", str(compare_bits), "--input-range", input_range]
+    return _inference(model, [], rank1, repeat, timeout_s, labels_only, parties, options)
 
 
 def image_processes(
@@ -84,11 +87,13 @@ def image_processes(
     return _inference(model, rank0, rank1, 1, timeout_s, labels_only)
 
 
-def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only, parties=2):
+def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only, parties=2,
+               options=()):  # fmt: skip
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
         base = ["party", "--master", master, "--repeat", str(repeat), "--parties", str(parties)]
+        base += list(options)
         base += ["--labels-only"] if labels_only else []
         commands = [
             [*base, "--rank", "0", "--model", str(model), *rank0],

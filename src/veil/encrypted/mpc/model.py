@@ -11,6 +11,7 @@ start; the logits are revealed to the input owner only.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 
 from veil.core.models import Square
 from veil.encrypted.layers import AFFINE_LAYERS, Affine, leaves, probe_affine
-from veil.encrypted.mpc.comm import Comm
+from veil.encrypted.mpc.comm import Comm, Traffic
 from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
 from veil.encrypted.mpc.ring import FRAC_BITS, MPCError, decode, encode
 
@@ -81,9 +82,34 @@ class SharedModel:
             h = s.apply(h)
         return h
 
-    def architecture(self) -> torch.Tensor:
-        """What the other party needs: per stage (kind, inputs, outputs), as int64."""
-        rows = [[0, self.input_size, self.num_classes, 0, 0, 0, 0, 0]]
+    def comparison_bound(self, low: float, high: float, labels_only: bool = False) -> float:
+        """The largest magnitude a comparison can see (a ReLU's input, the difference of two
+        values a max pool or the argmax compares) for inputs in [low, high]: interval bound
+        propagation through the stages, sound and usually loose."""
+        lo, hi = np.full(self.input_size, float(low)), np.full(self.input_size, float(high))
+        worst = 0.0
+        for s in self.stages:
+            if isinstance(s, Affine):
+                mid, rad = s.weight @ ((lo + hi) / 2) + s.bias, np.abs(s.weight) @ ((hi - lo) / 2)
+                lo, hi = mid - rad, mid + rad
+            elif isinstance(s, Pool):
+                window_lo, window_hi = lo[s.index], hi[s.index]
+                worst = max(worst, float((window_hi.max(-1) - window_lo.min(-1)).max()))
+                lo, hi = window_lo.max(-1), window_hi.max(-1)
+            elif s.kind == "relu":
+                worst = max(worst, float(np.abs(lo).max()), float(np.abs(hi).max()))
+                lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+            else:  # x²
+                top = np.maximum(lo * lo, hi * hi)
+                lo, hi = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(lo * lo, hi * hi)), top
+        if labels_only:
+            worst = max(worst, float(hi.max() - lo.min()))
+        return worst
+
+    def architecture(self, compare_bits: int = 64) -> torch.Tensor:
+        """What the other party needs: per stage (kind, inputs, outputs), as int64; the first
+        row also carries the comparison width the parties will use."""
+        rows = [[0, self.input_size, self.num_classes, compare_bits, 0, 0, 0, 0]]
         for s in self.stages:
             if isinstance(s, Affine):
                 rows.append([0, s.shape[1], s.shape[0], 0, 0, 0, 0, 0])
@@ -96,7 +122,7 @@ class SharedModel:
     @classmethod
     def from_architecture(cls, rows: torch.Tensor) -> SharedModel:
         """The shapes-only model the non-owner runs (zero weights: its shares)."""
-        (_, size, classes, *_), *rest = rows.tolist()
+        (_, size, classes, _, *_), *rest = rows.tolist()
         names = {v: k for k, v in ACTIVATIONS.items()}
         stages = []
         for kind, n_in, n_out, *geometry in rest:
@@ -164,6 +190,9 @@ def run_party(
     frac: int = FRAC_BITS,
     image_shares: np.ndarray | None = None,
     labels_only: bool = False,
+    repeat: int = 1,
+    compare_bits: int | str = "auto",
+    input_range: tuple[float, float] = (0.0, 1.0),
 ) -> dict:
     """One rank's part of a private inference: the dealer serves, the parties compute.
 
@@ -173,28 +202,87 @@ def run_party(
     and nobody ever holds the pixels; the logits go to party 1. With ``labels_only`` the
     argmax is computed on shares too and party 1 learns each label, not the logits (output
     privacy against the input owner; 4 comparison levels for 10 classes).
+
+    The session (seeds from the dealer, the architecture from the model owner) is set up
+    once; the inference then runs ``repeat`` times in it, as a service answers queries.
+    ``times`` holds each inference's seconds; ``traffic`` counts the last one.
+    ``compare_bits`` 32 makes each comparison cheaper (one round, half the bytes), exact
+    while what it compares stays below 32,768 in magnitude (see :meth:`Party.sign_bit`);
+    ``"auto"`` (the default) lets the model owner choose 32 where interval bounds over the
+    public ``input_range`` prove that, else 64, and the input owner refuses inputs outside
+    the range. The choice travels with the architecture (it tells the input owner one bit
+    about the weights: whether their bound passes 32,768).
     """
     if comm.rank == comm.dealer:
         return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
     if (model_owner, input_owner) != (0, 1):
         raise MPCError("party 0 holds the model and party 1 the input")
     party = Party(comm, setup_seeds(comm), frac)
-    model = _agree_on_architecture(party, model, model_owner)
-    owner, shape = comm.rank == model_owner, (count, model.input_size)
+    bits = None
+    if comm.rank == model_owner:
+        bits = _comparison_bits(model, compare_bits, input_range, labels_only)
+    model, party.compare_bits = _agree_on_architecture(party, model, model_owner, bits)
+    shape = (count, model.input_size)
+    if comm.rank == input_owner and images is not None and compare_bits == "auto":
+        _check_range(images, input_range)
     plain = _encoded(images, frac) if comm.rank == input_owner and images is not None else None
+    weights = _weight_shares(model, comm.rank == model_owner, frac)
+    times = []
+    for _ in range(max(1, repeat)):
+        comm.traffic = Traffic()
+        start = time.perf_counter()
+        out = _infer(party, model, weights, plain, image_shares, shape, labels_only)
+        times.append(time.perf_counter() - start)
+    party.stop_dealer()
+    traffic = comm.traffic.to_dict()
+    return {**out, "traffic": traffic, "times": times, "compare_bits": party.compare_bits}
+
+
+def _comparison_bits(model: SharedModel, choice: int | str, input_range, labels_only) -> int:
+    if choice == "auto":
+        bound = model.comparison_bound(*input_range, labels_only=labels_only)
+        return 32 if bound < 32_000 else 64  # 2^15 less a margin for fixed-point rounding
+    if int(choice) not in (32, 64):
+        raise MPCError(f"comparisons run on 32 or 64 bits (or auto), not {choice}")
+    return int(choice)
+
+
+def _check_range(images, input_range) -> None:
+    low, high = input_range
+    x = np.asarray(images)
+    if x.size and (x.min() < low or x.max() > high):
+        raise MPCError(
+            f"inputs lie outside the agreed range [{low}, {high}] that sized the comparisons: "
+            "pass the range your data has (--input-range) or --compare-bits 64"
+        )
+
+
+def _weight_shares(model: SharedModel, owner: bool, frac: int) -> list:
+    """Each affine stage's (weight, bias) shares, encoded once per session: the owner holds
+    them whole, the other parties zeros (the weights are never split, only masked)."""
+    out = []
+    for stage in model.stages:
+        if not isinstance(stage, Affine):
+            out.append(None)
+        elif owner:
+            out.append((encode(stage.weight.T, frac), encode(stage.bias, frac)))
+        else:
+            out.append((torch.zeros(stage.shape[::-1], dtype=torch.int64), 0))
+    return out
+
+
+def _infer(party: Party, model: SharedModel, weights: list, plain, image_shares, shape,
+           labels_only: bool) -> dict:  # fmt: skip
+    """One inference in a set-up session; the input owner's result (party 1)."""
+    frac = party.frac
     x = None  # shares of the activations; a plain input is never shared, only masked
     if image_shares is not None:
         x = party.from_xor_bytes(_xor_bytes(image_shares, shape), 1 / 255)
-    for stage in model.stages:
+    for stage, pair in zip(model.stages, weights, strict=True):
         if isinstance(stage, Affine):
-            w = (
-                encode(stage.weight.T, frac)
-                if owner
-                else torch.zeros(stage.shape[::-1], dtype=torch.int64)
-            )
+            w, b = pair
             x = party.matmul(x, w) if x is not None else party.input_matmul(plain, w, shape)
-            if owner:
-                x = x + encode(stage.bias, frac)
+            x = x + b
         elif isinstance(stage, Pool):
             x = party.max_last(x[:, torch.from_numpy(stage.index)])
         elif stage.kind == "relu":
@@ -202,18 +290,10 @@ def run_party(
         else:
             x = party.square(x)
     if labels_only:
-        onehot = party.reveal_to(input_owner, party.argmax(x)[1])
-        party.stop_dealer()
-        out = {"traffic": comm.traffic.to_dict()}
-        if onehot is not None:
-            out["labels"] = onehot.argmax(-1).numpy()
-        return out
-    logits = party.reveal_to(input_owner, x)
-    party.stop_dealer()
-    out = {"traffic": comm.traffic.to_dict()}
-    if logits is not None:
-        out["logits"] = decode(logits, frac)
-    return out
+        onehot = party.reveal_to(1, party.argmax(x)[1])
+        return {} if onehot is None else {"labels": onehot.argmax(-1).numpy()}
+    logits = party.reveal_to(1, x)
+    return {} if logits is None else {"logits": decode(logits, frac)}
 
 
 def _xor_bytes(shares: np.ndarray, shape: tuple) -> torch.Tensor:
@@ -227,14 +307,22 @@ def _encoded(images, frac: int) -> torch.Tensor:
     return encode(np.asarray(images, dtype=np.float64).reshape(len(images), -1), frac)
 
 
-def _agree_on_architecture(party: Party, model: SharedModel | None, owner: int) -> SharedModel:
-    rows = model.architecture() if party.rank == owner else None
+def _agree_on_architecture(
+    party: Party, model: SharedModel | None, owner: int, compare_bits: int | None
+) -> tuple[SharedModel, int]:
+    rows = model.architecture(compare_bits) if party.rank == owner else None
     rows = party.publish(owner, rows, ARCH_COLUMNS, 1024, "stages")
-    return model if party.rank == owner else SharedModel.from_architecture(rows)
+    if party.rank == owner:
+        return model, compare_bits
+    bits = int(rows[0, 3])
+    if bits not in (32, 64):
+        raise MPCError(f"party {owner} announced {bits}-bit comparisons; expected 32 or 64")
+    return SharedModel.from_architecture(rows), bits
 
 
 def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
-                  labels_only: bool = False, parties: int = 2) -> dict:  # fmt: skip
+                  labels_only: bool = False, parties: int = 2, compare_bits: int | str = "auto",
+                  input_range: tuple[float, float] = (0.0, 1.0)) -> dict:  # fmt: skip
     """Private inference with the parties (2 or 3: the third brings no input) and the dealer
     as threads of this process."""
     from veil.encrypted.mpc.comm import run_threads
@@ -244,15 +332,21 @@ def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
     def program(comm: Comm) -> dict:
         mine = model if comm.rank == 0 else None
         images_in = x if comm.rank == 1 else None
-        return run_party(comm, mine, images_in, len(x), frac=frac, labels_only=labels_only)
+        return run_party(comm, mine, images_in, len(x), frac=frac, labels_only=labels_only,
+                         compare_bits=compare_bits, input_range=input_range)  # fmt: skip
 
     *ranks, dealer = run_threads(parties, program)
     key = "labels" if labels_only else "logits"
-    return {key: ranks[1][key], "traffic": [r["traffic"] for r in ranks], **dealer}
+    return {key: ranks[1][key], "traffic": [r["traffic"] for r in ranks],
+            "compare_bits": ranks[1]["compare_bits"], **dealer}  # fmt: skip
 
 
 def guarantees(
-    numbers: dict, step: str = "mpc", labels_only: bool = False, parties: int = 2
+    numbers: dict,
+    step: str = "mpc",
+    labels_only: bool = False,
+    parties: int = 2,
+    compare_bits: int = 64,
 ) -> list:
     """The input- and output-privacy claims of a private inference, with its measurements."""
     from veil.core.guarantees import Guarantee
@@ -262,7 +356,10 @@ def guarantees(
         "parties": parties,
         "dealer": "trusted, non-colluding",
         "fixed_point_bits": FRAC_BITS,
+        "compare_bits": compare_bits,
     }
+    if compare_bits == 32:
+        parameters["activation_bound"] = "ReLU exact while |activation| < 32768"
     threat = (
         f"{'two' if parties == 2 else 'three'} semi-honest parties of which none colludes "
         "with another, and a dealer that colludes with none; the model owner's party learns "

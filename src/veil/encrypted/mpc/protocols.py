@@ -16,36 +16,44 @@ data owner, not collusion resistance: party 1 learns party 2's shares at each tr
   and party 1 splits its result again with a stream it shares with party 2: one message;
 - comparison: the sign bit of x = x0 + x1 (+ x2) by a Kogge-Stone adder over the bits of
   the shares (XOR-shared words, AND gates with dealer triples; three words are first
-  reduced to two by a carry-save adder, one more AND round), 7 rounds, then one round to
-  turn the bit into an arithmetic share; ReLU(x) = x (1 - sign) with one more product.
+  reduced to two by a carry-save adder, one more AND round), 7 rounds on 64-bit words or 6
+  on the low 32 bits (exact while |x| < 2^31 units); then one round applies the bit: a
+  dealer multiplexer (random bit r, mask a, a·r) opens s XOR r and y - a together and gives
+  s·y and s locally, so ReLU(x) = x - s·x and max(a, b) = a + s·(b - a).
+
+Party 0 asks the dealer ahead (a comparison's triples in one request) and reads replies in
+the order asked, so the dealer's work overlaps the parties' rounds.
 """
 
 from __future__ import annotations
+
+import collections
+import math
 
 import torch
 
 from veil.encrypted.mpc.comm import Comm
 from veil.encrypted.mpc.ring import FRAC_BITS, PRG, MPCError
 
-MUL, MATMUL, AND, BIT, OWNED, STOP = 1, 2, 3, 4, 5, 0
+MUL, MATMUL, AND, BIT, OWNED, MUX, STOP = 1, 2, 3, 4, 5, 6, 0
 HEADER = 12
 
 
-def _header(kind: int, a: tuple, b: tuple = ()) -> torch.Tensor:
+def _header(kind: int, a: tuple, b: tuple = (), count: int = 1) -> torch.Tensor:
     h = torch.zeros(HEADER, dtype=torch.int64)
-    values = [kind, len(a), *a, len(b), *b]
+    values = [kind, count, len(a), *a, len(b), *b]
     if len(values) > HEADER:
         raise MPCError(f"tensor shapes {a} {b} have too many dimensions for a dealer request")
     h[: len(values)] = torch.tensor(values)
     return h
 
 
-def _parse(h: torch.Tensor) -> tuple[int, tuple, tuple]:
+def _parse(h: torch.Tensor) -> tuple[int, int, tuple, tuple]:
     v = h.tolist()
-    na = v[1]
-    a = tuple(v[2 : 2 + na])
-    nb = v[2 + na]
-    return v[0], a, tuple(v[3 + na : 3 + na + nb])
+    na = v[2]
+    a = tuple(v[3 : 3 + na])
+    nb = v[3 + na]
+    return v[0], v[1], a, tuple(v[4 + na : 4 + na + nb])
 
 
 def _product(kind: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -82,33 +90,41 @@ def setup_seeds(comm: Comm) -> PRG | list[PRG]:
 def serve_dealer(comm: Comm, prgs: list[PRG]) -> int:
     """The dealer's loop: answer party 0's requests until it says stop; returns how many.
 
-    Replies go out without waiting for party 0 to take them: party 0 may ask for several
-    triples before it reads the first reply (one AND round needs two), and a blocking send
-    here would wait for a read that waits for this loop.
+    A request asks for ``count`` items of one kind and shape; they go back as one message.
+    Replies go out without waiting for party 0 to take them: party 0 asks ahead (a ReLU's
+    whole adder at once) and reads replies when it needs them, and a blocking send here
+    would wait for a read that waits for this loop.
     """
-    served, pending = 0, []
+    served, pending = 0, _InFlight()
     while True:
-        pending = [h for h in pending if not h.is_completed()]
-        kind, a_shape, b_shape = _parse(comm.recv(0, (HEADER,)))
+        kind, count, a_shape, b_shape = _parse(comm.recv(0, (HEADER,)))
         if kind == STOP:
-            for h in pending:
-                h.wait()
+            pending.finish()
             return served
-        served += 1
-        if kind == BIT:
-            bits = [prg.bits(a_shape) for prg in prgs]
-            arith = [prg.int64(a_shape) for prg in prgs[1:]]
-            pending.append(comm.send(0, _xor(bits) - sum(arith), wait=False))
-            continue
-        # for OWNED the input owner (party 1) draws all of a: it is nobody's share
-        a = [prgs[1].int64(a_shape)] if kind == OWNED else [prg.int64(a_shape) for prg in prgs]
-        b = [prg.int64(b_shape) for prg in prgs]
-        c_rest = [prg.int64(_result_shape(kind, a_shape, b_shape)) for prg in prgs[1:]]
-        if kind == AND:
-            reply = _xor([_product(kind, _xor(a), _xor(b)), *c_rest])
-        else:
-            reply = _product(kind, sum(a), sum(b)) - sum(c_rest)
-        pending.append(comm.send(0, reply, wait=False))
+        served += count
+        reply = torch.stack([_deal(kind, prgs, a_shape, b_shape) for _ in range(count)])
+        pending.add(comm.send(0, reply, wait=False), reply)
+
+
+def _deal(kind: int, prgs: list[PRG], a_shape: tuple, b_shape: tuple) -> torch.Tensor:
+    """Party 0's part of one item; the parties draw theirs from the streams in this order."""
+    if kind == BIT:
+        bits = [prg.bits(a_shape) for prg in prgs]
+        arith = [prg.int64(a_shape) for prg in prgs[1:]]
+        return _xor(bits) - sum(arith)
+    if kind == MUX:  # a random bit r (XOR shares), a mask a; then r and a·r, added shares
+        bits = [prg.bits(a_shape) for prg in prgs]
+        a = [prg.int64(a_shape) for prg in prgs]
+        rest = [prg.int64((2, *a_shape)) for prg in prgs[1:]]
+        r = _xor(bits)
+        return torch.stack([r - sum(t[0] for t in rest), sum(a) * r - sum(t[1] for t in rest)])
+    # for OWNED the input owner (party 1) draws all of a: it is nobody's share
+    a = [prgs[1].int64(a_shape)] if kind == OWNED else [prg.int64(a_shape) for prg in prgs]
+    b = [prg.int64(b_shape) for prg in prgs]
+    c_rest = [prg.int64(_result_shape(kind, a_shape, b_shape)) for prg in prgs[1:]]
+    if kind == AND:
+        return _xor([_product(kind, _xor(a), _xor(b)), *c_rest])
+    return _product(kind, sum(a), sum(b)) - sum(c_rest)
 
 
 def _xor(ts: list[torch.Tensor]) -> torch.Tensor:
@@ -118,38 +134,119 @@ def _xor(ts: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+class _InFlight:
+    """Sends started without waiting, kept (with their tensors) until done. A gloo send
+    reports completion only when waited on, so the oldest is waited for once more than
+    ``limit`` are out: the list stays short over a long session."""
+
+    def __init__(self, limit: int = 16):
+        self.limit, self.sends = limit, collections.deque()
+
+    def add(self, handle, tensor: torch.Tensor) -> None:
+        self.sends.append((handle, tensor))
+        while len(self.sends) > self.limit:
+            self.sends.popleft()[0].wait()
+
+    def finish(self) -> None:
+        while self.sends:
+            self.sends.popleft()[0].wait()
+
+
+class _Replies:
+    """Party 0's requests to the dealer and their replies, read in the order asked: a reply
+    asked for early (prefetched) may be needed after one asked for later. A reply is kept
+    only until its asker first reads it."""
+
+    def __init__(self, comm: Comm):
+        self.comm, self.sends = comm, _InFlight()
+        self.shapes: dict[int, tuple] = {}
+        self.got: dict[int, torch.Tensor] = {}
+        self.asked = self.read = 0
+
+    def ask(self, header: torch.Tensor, shape: tuple):
+        """Send a request without waiting; a function returning its reply when called."""
+        self.sends.add(self.comm.send(self.comm.dealer, header, wait=False), header)
+        slot, self.asked = self.asked, self.asked + 1
+        self.shapes[slot] = shape
+        kept: list[torch.Tensor] = []
+
+        def reply() -> torch.Tensor:
+            if not kept:
+                kept.append(self._get(slot))
+            return kept[0]
+
+        return reply
+
+    def _get(self, slot: int) -> torch.Tensor:
+        while self.read <= slot:
+            self.got[self.read] = self.comm.recv(self.comm.dealer, self.shapes.pop(self.read))
+            self.read += 1
+        return self.got.pop(slot)
+
+    def close(self) -> None:
+        self.sends.finish()
+
+
 class Party:
     """One computing party: its comm end, its PRG shared with the dealer, fixed-point bits."""
 
-    def __init__(self, comm: Comm, prg: PRG, frac: int = FRAC_BITS):
+    def __init__(self, comm: Comm, prg: PRG, frac: int = FRAC_BITS, compare_bits: int = 64):
         if comm.parties not in (2, 3):
             raise MPCError("these protocols are for two or three computing parties")
+        if compare_bits not in (32, 64):
+            raise MPCError(f"comparisons run on 32 or 64 bits, not {compare_bits}")
+        self.compare_bits = compare_bits
         self.comm, self.prg, self.frac = comm, prg, frac
         self.rank, self.parties = comm.rank, comm.parties
         self.others = [q for q in range(self.parties) if q != self.rank]
         self.pair = self._pair_stream() if self.parties == 3 else None
+        self.replies = _Replies(comm) if self.rank == 0 else None
+        self.ready: dict[tuple, list] = {}  # prefetched dealer items, by kind and shapes
 
     # -- dealer randomness ----------------------------------------------------------------
 
-    def _triple(self, kind: int, a_shape: tuple, b_shape: tuple):
-        """This party's (a, b) now and a function giving its c: party 0 asks the dealer
-        first and collects c last, so the dealer computes while the parties talk."""
-        a, b = self.prg.int64(a_shape), self.prg.int64(b_shape)
-        c_shape = _result_shape(kind, a_shape, b_shape)
+    def prefetch(self, kind: int, a_shape: tuple, b_shape: tuple = (), count: int = 1) -> None:
+        """Ask the dealer now for ``count`` items (triples, random bits, multiplexers) that
+        the protocol will use later, in one message: the dealer's work and the reply's trip
+        then overlap the parties' rounds instead of waiting between them."""
+        key = (kind, tuple(a_shape), tuple(b_shape))
+        self.ready.setdefault(key, []).extend(self._draw(kind, key[1], key[2], count))
+
+    def _draw(self, kind: int, a_shape: tuple, b_shape: tuple, count: int) -> list:
+        """``count`` items: this party's parts drawn now (in the dealer's order), party 0's
+        corrections as functions reading the dealer's one reply when first called."""
+        out_shape = {BIT: a_shape, MUX: (2, *a_shape)}.get(kind) or _result_shape(
+            kind, a_shape, b_shape
+        )
+        items = []
+        for _ in range(count):
+            if kind == BIT:
+                mine = [self.prg.bits(a_shape)]
+            elif kind == MUX:
+                mine = [self.prg.bits(a_shape), self.prg.int64(a_shape)]
+            else:
+                mine = [self.prg.int64(a_shape), self.prg.int64(b_shape)]
+            last = None if self.rank == 0 else self.prg.int64(out_shape)
+            items.append((mine, last))
         if self.rank == 0:
-            self.comm.send(self.comm.dealer, _header(kind, a_shape, b_shape))
-            return a, b, lambda: self.comm.recv(self.comm.dealer, c_shape)
-        c = self.prg.int64(c_shape)
-        return a, b, lambda: c
+            reply = self.replies.ask(_header(kind, a_shape, b_shape, count), (count, *out_shape))
+            return [(*mine, lambda i=i: reply()[i]) for i, (mine, _) in enumerate(items)]
+        return [(*mine, lambda c=c: c) for mine, c in items]
+
+    def _take(self, kind: int, a_shape: tuple, b_shape: tuple = ()):
+        key = (kind, tuple(a_shape), tuple(b_shape))
+        waiting = self.ready.get(key)
+        return waiting.pop(0) if waiting else self._draw(kind, key[1], key[2], 1)[0]
+
+    def _triple(self, kind: int, a_shape: tuple, b_shape: tuple):
+        """This party's (a, b) and a function giving its c: party 0 asks the dealer first
+        and collects c last, so the dealer computes while the parties talk."""
+        return self._take(kind, a_shape, b_shape)
 
     def _random_bit(self, shape: tuple):
-        bit = self.prg.bits(shape)
-        if self.rank == 0:
-            self.comm.send(self.comm.dealer, _header(BIT, shape))
-            arith = self.comm.recv(self.comm.dealer, shape)
-        else:
-            arith = self.prg.int64(shape)
-        return bit, arith
+        """XOR shares of a random bit and arithmetic shares of the same bit."""
+        bit, arith = self._take(BIT, shape)
+        return bit, arith()
 
     def _pair_stream(self) -> PRG | None:
         """A stream parties 1 and 2 share (party 1 draws the seed): re-splits after a
@@ -162,6 +259,7 @@ class Party:
 
     def stop_dealer(self) -> None:
         if self.rank == 0:
+            self.replies.close()
             self.comm.send(self.comm.dealer, _header(STOP, ()))
 
     # -- sharing and opening --------------------------------------------------------------
@@ -231,24 +329,31 @@ class Party:
 
         The dealer's mask ``a`` comes from party 1's own stream, so party 1 sends ``x - a``
         once instead of sharing ``x`` and opening it masked: one message of the input's
-        size instead of three. With three parties ``x`` is shared, then multiplied.
+        size instead of three, sent beside the opening of ``y - b`` (one round in all).
+        With three parties ``x`` is shared, then multiplied.
         """
         if self.parties == 3:
             return self.matmul(self.share(1, x, shape), y)
         a = self.prg.int64(shape) if self.rank == 1 else None
         b = self.prg.int64(tuple(y.shape))
         c_shape = (*shape[:-1], y.shape[-1])
+        self.comm.traffic.rounds += 1  # e and the opening of y - b travel together
         if self.rank == 0:
-            self.comm.send(self.comm.dealer, _header(OWNED, tuple(shape), tuple(y.shape)))
+            c = self.replies.ask(_header(OWNED, tuple(shape), tuple(y.shape)), (1, *c_shape))
+            mine = y - b
+            sent = self.comm.send(1, mine, wait=False)
             e = self.comm.recv(1, shape)
-            (f,) = self.open(y - b)
-            z = self.comm.recv(self.comm.dealer, c_shape) + e @ b + e @ f
+            f = mine + self.comm.recv(1, tuple(y.shape))
+            sent.wait()
+            z = c()[0] + e @ b + e @ f
         else:
             if tuple(x.shape) != tuple(shape):
                 raise MPCError(f"input shape {tuple(x.shape)} differs from {tuple(shape)}")
-            e = x - a
-            self.comm.send(0, e)
-            (f,) = self.open(y - b)
+            e, mine = x - a, y - b
+            sent = [self.comm.send(0, t, wait=False) for t in (e, mine)]
+            f = mine + self.comm.recv(0, tuple(y.shape))
+            for h in sent:
+                h.wait()
             z = self.prg.int64(c_shape) + e @ b + a @ f
         return self.truncate(z)
 
@@ -288,7 +393,7 @@ class Party:
 
     def _and(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """AND of XOR-shared words, every pair in one round."""
-        triples = [self._triple(AND, tuple(x.shape), tuple(x.shape)) for x, _ in pairs]
+        triples = [self._and_triple(x) for x, _ in pairs]
         masked = []
         for (x, y), (a, b, _) in zip(pairs, triples, strict=True):
             masked += [x ^ a, y ^ b]
@@ -299,6 +404,21 @@ class Party:
             z = c() ^ (d & b) ^ (e & a)
             out.append(z ^ (d & e) if self.rank == 0 else z)
         return out
+
+    def _and_triple(self, word: torch.Tensor):
+        """An AND triple shaped like ``word``; 32-bit words take half as many 64-bit
+        elements from the dealer, viewed as pairs of 32-bit ones."""
+        shape = tuple(word.shape)
+        if word.dtype == torch.int64:
+            return self._triple(AND, shape, shape)
+        n = word.numel()
+        half = ((n + 1) // 2,)
+        a, b, c = self._triple(AND, half, half)
+
+        def words(t: torch.Tensor) -> torch.Tensor:
+            return t.view(torch.int32)[:n].reshape(shape)
+
+        return words(a), words(b), lambda: words(c())
 
     def _open_xor(self, shares: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.comm.exchange(shares, xor=True)
@@ -314,18 +434,38 @@ class Party:
             words = [a ^ b ^ c, (ab ^ ac ^ bc) << 1]  # sum bits and carries (the majority)
         return words
 
+    def _prefetch_comparison(self, shape: tuple) -> None:
+        """Ask ahead for a comparison's AND triples (the carry-save adder's three with three
+        parties, then the Kogge-Stone adder's 2·log2(bits)) and the multiplexer that
+        applies its result."""
+        count = (3 if self.parties == 3 else 0) + 2 * (self.compare_bits.bit_length() - 1)
+        if self.compare_bits == 64:
+            self.prefetch(AND, shape, shape, count)
+        else:
+            half = ((math.prod(shape) + 1) // 2,)
+            self.prefetch(AND, half, half, count)
+        self.prefetch(MUX, shape)
+
     def sign_bit(self, x: torch.Tensor) -> torch.Tensor:
-        """XOR shares of the sign bit (1 for negative) of the shared ``x``."""
+        """XOR shares of the sign bit (1 for negative) of the shared ``x``.
+
+        With ``compare_bits`` 32 the adder runs on the shares' low 32 bits (shares of x mod
+        2^32, as uniform as the full ones): one round and half the bytes fewer, and exact
+        while |x| < 2^31 ring units (32,768 at 16 fractional bits).
+        """
+        bits = self.compare_bits
+        if bits == 32:
+            x = x.to(torch.int32)  # keeps the low 32 bits (two's complement wrap)
         a, b = self._words(x)
         (g,) = self._and([(a, b)])
         p0 = p = a ^ b
-        for k in (1, 2, 4, 8, 16, 32):
-            if k < 32:
-                g_and, p = self._and([(p, g << k), (p, p << k)])
-            else:
-                (g_and,) = self._and([(p, g << k)])
-            g = g ^ g_and
-        return ((p0 ^ (g << 1)) >> 63) & 1
+        k = 1
+        while k < bits // 2:
+            g_and, p = self._and([(p, g << k), (p, p << k)])
+            g, k = g ^ g_and, 2 * k
+        (g_and,) = self._and([(p, g << k)])  # the last level needs no p
+        g = g ^ g_and
+        return (((p0 ^ (g << 1)) >> (bits - 1)) & 1).to(torch.int64)
 
     def bit_to_arith(self, bit: torch.Tensor) -> torch.Tensor:
         """Arithmetic shares (integers, not fixed point) of an XOR-shared bit; one round."""
@@ -344,25 +484,31 @@ class Party:
     def relu(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu_and_mask(x)[0]
 
+    def mux(self, s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shares of s·y and of s (an integer) for an XOR-shared bit ``s`` and shared ``y``,
+        in one round: with the dealer's random bit r, mask a and product a·r, the parties
+        open c = s XOR r and e = y - a together; then s = c + (1 - 2c) r and
+        s·y = c·y + (1 - 2c)(e·r + a·r), all local (c and e are uniformly masked)."""
+        r, a, rest = self._take(MUX, tuple(y.shape))
+        c, e = self.comm.exchange([s ^ r, y - a], xor=[True, False])
+        r_arith, ar = rest()
+        flip = 1 - 2 * c
+        s_arith = flip * r_arith + (c if self.rank == 0 else 0)
+        return c * y + flip * (e * r_arith + ar), s_arith
+
     def relu_and_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ReLU(x) and integer shares of [x >= 0], the derivative training needs."""
-        keep = self.add_public(-self.bit_to_arith(self.sign_bit(x)), torch.ones_like(x))
-        return self.mul(x, keep, truncate=False), keep
+        self._prefetch_comparison(tuple(x.shape))
+        negative_x, negative = self.mux(self.sign_bit(x), x)
+        return x - negative_x, self.add_public(-negative, torch.ones_like(x))
 
     def square(self, x: torch.Tensor) -> torch.Tensor:
         return self.mul(x, x)
 
-    def less(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Integer arithmetic shares of [a < b] (0 or 1), from the sign of a - b."""
-        return self.bit_to_arith(self.sign_bit(a - b))
-
-    def select(self, bit: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``b`` where the shared integer ``bit`` is 1, else ``a``: a + bit (b - a)."""
-        return a + self.mul(bit, b - a, truncate=False)
-
     def maximum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Elementwise max of two shared tensors (one comparison, one product)."""
-        return self.select(self.less(a, b), a, b)
+        """Elementwise max of two shared tensors: a + [a < b](b - a), one comparison."""
+        self._prefetch_comparison(tuple(a.shape))
+        return a + self.mux(self.sign_bit(a - b), b - a)[0]
 
     def max_last(self, x: torch.Tensor) -> torch.Tensor:
         """Max over the last dimension, by pairwise maxima (ceil(log2 n) comparison levels)."""
@@ -383,17 +529,18 @@ class Party:
             m = values.shape[-1] // 2
             a, b = values[..., 0 : 2 * m : 2], values[..., 1 : 2 * m : 2]
             ea, eb = onehot[..., 0 : 2 * m : 2, :], onehot[..., 1 : 2 * m : 2, :]
-            bit = self.less(a, b)  # b wins only when strictly larger: the first max is kept
-            both = self.select(torch.cat([bit, bit.unsqueeze(-1).expand_as(ea).flatten(-2)], -1),
-                               torch.cat([a, ea.flatten(-2)], -1),
-                               torch.cat([b, eb.flatten(-2)], -1))  # fmt: skip
+            bit = self.sign_bit(a - b)  # b wins only when strictly larger: the first max stays
+            lo = torch.cat([a, ea.flatten(-2)], -1)
+            hi = torch.cat([b, eb.flatten(-2)], -1)
+            pick = torch.cat([bit, bit.unsqueeze(-1).expand_as(ea).flatten(-2)], -1)
+            both = lo + self.mux(pick, hi - lo)[0]
             win, e = both[..., :m], both[..., m:].unflatten(-1, (m, n))
             values = torch.cat([win, values[..., 2 * m :]], -1)
             onehot = torch.cat([e, onehot[..., 2 * m :, :]], -2)
         return values[..., 0], onehot[..., 0, :]
 
 
-def run_local(program, frac: int = FRAC_BITS, parties: int = 2) -> list:
+def run_local(program, frac: int = FRAC_BITS, parties: int = 2, compare_bits: int = 64) -> list:
     """``program(party)`` on every party, the dealer serving, as threads of this process
     (for tests and experiments); the results by rank (the dealer's: its request count)."""
     from veil.encrypted.mpc.comm import run_threads
@@ -401,7 +548,7 @@ def run_local(program, frac: int = FRAC_BITS, parties: int = 2) -> list:
     def each(comm: Comm):
         if comm.rank == comm.dealer:
             return serve_dealer(comm, setup_seeds(comm))
-        party = Party(comm, setup_seeds(comm), frac)
+        party = Party(comm, setup_seeds(comm), frac, compare_bits)
         out = program(party)
         party.stop_dealer()
         return out
