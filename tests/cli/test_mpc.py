@@ -8,10 +8,16 @@ from veil.cli.main import main
 from veil.core.guarantees import Ledger
 
 
-def test_mpc_infer_writes_guarantees(tmp_path, capsys):
+def _trained(tmp_path, epochs: int = 5):
+    """A small MLP trained on digits in the clear, as a model owner brings it."""
     model = tmp_path / "m.veil"
-    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
-    assert main([*args, "-o", str(model)]) == 0
+    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs"]
+    assert main([*args, str(epochs), "-o", str(model)]) == 0
+    return model
+
+
+def test_mpc_infer_writes_guarantees(tmp_path, capsys):
+    model = _trained(tmp_path, epochs=5)
     ledger = tmp_path / "l.json"
     infer = ["mpc", "infer", str(model), "--limit", "50", "--engine", "threads"]
     assert main([*infer, "--ledger", str(ledger)]) == 0
@@ -27,9 +33,7 @@ def test_mpc_party_needs_its_inputs(capsys):
 
 
 def test_mpc_infer_labels_only_over_processes(tmp_path, capsys):
-    model = tmp_path / "m.veil"
-    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
-    assert main([*args, "-o", str(model)]) == 0
+    model = _trained(tmp_path, epochs=5)
     ledger = tmp_path / "l.json"
     infer = ["mpc", "infer", str(model), "--limit", "30", "--labels-only", "--ledger", str(ledger)]
     assert main(infer) == 0
@@ -66,9 +70,7 @@ def test_mpc_infer_shares_classifies_without_rebuilding(tmp_path, capsys):
     from veil.core.data import sample_arrays
     from veil.core.io import load_model
 
-    model = tmp_path / "m.veil"
-    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
-    assert main([*args, "-o", str(model)]) == 0
+    model = _trained(tmp_path, epochs=5)
     x, _ = sample_arrays("digits", "test", 1, 3)
     pixels = (x[0, 0] * 255).round().astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "img.png")
@@ -87,9 +89,7 @@ def test_mpc_infer_shares_classifies_without_rebuilding(tmp_path, capsys):
 
 
 def test_three_parties_over_processes(tmp_path, capsys):
-    model = tmp_path / "m.veil"
-    args = ["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[16]", "--epochs", "5"]
-    assert main([*args, "-o", str(model)]) == 0
+    model = _trained(tmp_path, epochs=5)
     ledger = tmp_path / "l.json"
     infer = ["mpc", "infer", str(model), "--limit", "40", "--parties", "3", "--ledger", str(ledger)]
     assert main(infer) == 0
@@ -102,3 +102,63 @@ def test_three_parties_over_processes(tmp_path, capsys):
     assert main(train) == 0
     (trained,) = Ledger.load(tmp_path / "t.ledger.json").entries
     assert trained.parameters["parties"] == 3 and abs(trained.numbers["accuracy_drop_pt"]) < 1
+
+
+def test_a_model_kept_shared_from_training_to_inference(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from veil.encrypted.mpc.launch import free_port
+
+    base = ["mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "100", "--batch",
+            "16", "--limit", "300", "--keep-shared"]  # fmt: skip
+    assert main([*base, "-o", str(tmp_path / "m.veil")]) == 0
+    assert "model kept shared" in capsys.readouterr().out
+    assert not (tmp_path / "m.veil").exists()  # nobody holds the model
+    (entry,) = Ledger.load(tmp_path / "m.ledger.json").entries
+    assert "nobody receives the trained weights" in entry.claim
+    files = [str(tmp_path / f"m.party{r}.vshares") for r in (0, 1)]
+    ledger = tmp_path / "infer.json"
+    assert main(["mpc", "infer-shared", *files, "--limit", "40", "--ledger", str(ledger)]) == 0
+    accuracy = float(capsys.readouterr().out.split("accuracy ")[1].split()[0])
+    assert accuracy > 0.5 and {g.guarantee for g in Ledger.load(ledger).entries} == {
+        "input",
+        "output",
+    }
+    assert main(["mpc", "infer-shared", *files[::-1], "--limit", "5"]) != 0
+    assert "party 0's file first" in capsys.readouterr().err
+    # across processes: every rank of train-party writes its own shares
+    master = f"127.0.0.1:{free_port()}"
+    veil = [sys.executable, "-m", "veil.cli.main", "-q", "mpc", "train-party", "--master",
+            master, "-d", "digits", "--limit", "100", "--steps", "5", "--batch", "8",
+            "--keep-shared"]  # fmt: skip
+    initial = tmp_path / "init.veil"
+    assert main(["-q", "train", "-d", "digits", "-m", "mlp", "-O", "hidden=[8]", "--epochs",
+                 "1", "-o", str(initial)]) == 0  # fmt: skip
+    outs = [tmp_path / f"p{r}.vshares" for r in (0, 1)]
+    ranks = [
+        [*veil, "--rank", "0", "--model", str(initial), "--out", str(outs[0])],
+        [*veil, "--rank", "1", "--out", str(outs[1])],
+        [*veil, "--rank", "2"],
+    ]
+    procs = [subprocess.Popen(r) for r in ranks]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    assert main(["mpc", "infer-shared", *map(str, outs), "--limit", "10", "--engine",
+                 "threads", "-d", "digits"]) == 0  # fmt: skip
+    assert "10 digits images classified by a model kept in shares" in capsys.readouterr().out
+
+
+def test_client_generated_triples_say_what_they_give_up(tmp_path, capsys):
+    model = _trained(tmp_path, epochs=3)
+    ledger = tmp_path / "l.json"
+    infer = ["mpc", "infer", str(model), "--limit", "20", "--dealer", "client"]
+    assert main([*infer, "--ledger", str(ledger)]) == 0  # rank 1 starts the dealer itself
+    assert "argmax agreement 1.0000" in capsys.readouterr().out
+    entries = Ledger.load(ledger).entries
+    assert {g.parameters["dealer"] for g in entries} == {
+        "the input owner (client-generated triples)"
+    }
+    assert all("NOT hidden from the input owner" in g.threat_model for g in entries)
+    party = ["mpc", "party", "--rank", "0", "--master", "127.0.0.1:1", "--serve-dealer"]
+    assert main([*party, "--model", str(model)]) == 2
+    assert "for rank 1" in capsys.readouterr().err

@@ -163,12 +163,14 @@ def test_comparison_bound_holds_for_every_input_in_the_range(seed, scale, low, w
 
 def test_auto_comparisons_fall_back_to_64_bits_and_check_the_range():
     model, shape = _model("mlp")
+    x = np.random.default_rng(4).uniform(0, 1, size=(20, *shape))
+    small = compile_shared(model, shape)
+    with pytest.raises(MPCError, match="outside the agreed range"):
+        infer_threads(small, x + 2.0)  # inputs in [2, 3], the 32 bits were sized on [0, 1]
     with torch.no_grad():
         model[0].weight.mul_(1e5)  # activations far beyond 32,768: 32 bits would wrap
-    shared = compile_shared(model, shape)
-    x = np.random.default_rng(4).uniform(0, 1, size=(20, *shape))
-    out = infer_threads(shared, x)
-    assert out["compare_bits"] == 64
-    assert np.array_equal(out["logits"].argmax(1), shared.forward(x).argmax(1))
-    with pytest.raises(MPCError, match="outside the agreed range"):
-        infer_threads(shared, x + 2.0)  # inputs in [2, 3], the range says [0, 1]
+    large = compile_shared(model, shape)
+    for inputs in (x, x + 2.0):  # at 64 bits the range does not matter
+        out = infer_threads(large, inputs)
+        assert out["compare_bits"] == 64
+        assert np.array_equal(out["logits"].argmax(1), large.forward(inputs).argmax(1))

@@ -198,3 +198,23 @@ def test_maximum_on_shares(pairs):
     a, b = np.array(pairs).T
     got = run(lambda p: reveal(p, p.maximum(shared(p, a), shared(p, b))))
     assert np.allclose(got, np.maximum(a, b), atol=UNIT)
+
+
+@PARTIES
+def test_a_weight_masked_once_serves_many_products(parties):
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(7, 3))
+    xs = [rng.normal(size=(4, 7)) for _ in range(3)]
+
+    def program(p):
+        weight = p.fix_weight(shared(p, w))
+        before = p.comm.traffic.bytes_sent
+        outs = [reveal(p, p.fixed_matmul(shared(p, x), weight)) for x in xs]
+        return outs, p.comm.traffic.bytes_sent - before
+
+    outs, sent = run(program, parties)
+    for x, got in zip(xs, outs, strict=True):
+        bound = (np.abs(x).sum(1).max() + np.abs(w).sum(0).max() + 2) * UNIT
+        assert np.abs(got - x @ w).max() <= bound
+    # each query opens its 4x7 masked input only, never the weights again
+    assert sent == 3 * 4 * 7 * 8 * (parties - 1)

@@ -102,3 +102,58 @@ def test_party_one_never_receives_the_weights(digits):
 
     owner, other, _ = run_threads(2, program)
     assert len(owner["weights"]) == 2 and "weights" not in other
+
+
+def test_a_model_kept_shared_serves_inference_nobody_holds_whole(digits):
+    from veil.encrypted.mpc.model import compile_shared, infer_threads
+    from veil.encrypted.mpc.ring import decode
+    from veil.encrypted.mpc.train import load_weights
+
+    x, y, tx, _ = digits
+    net, schedule = _net(), Schedule(steps=20, batch=16, lr=0.2)
+    out = train_threads(net, parts_of(x[:200], y[:200]), 10, schedule, keep_shared=True)
+    assert "model" not in out
+    first, second = out["weight_shares"]
+    # each party's shares alone are noise; only their sum is the model
+    pairs = zip(first, second, strict=True)
+    whole = [(decode(w0 + w1).T, decode(b0 + b1)) for (w0, b0), (w1, b1) in pairs]
+    assert np.abs(decode(first[0][0])).mean() > 1e6
+    trained = load_weights(_net(), whole)
+    images = tx[:30].numpy().reshape(30, -1)
+    sharing = out["sharing_id"]
+    got = infer_threads(None, images, weight_shares=out["weight_shares"], sharing_ids=[sharing] * 2)
+    plain = compile_shared(trained, (1, 8, 8)).forward(images)
+    assert got["compare_bits"] == 64  # no plaintext weights to bound: the full width
+    assert np.abs(got["logits"] - plain).max() < 1e-2
+    with pytest.raises(MPCError, match="must too"):
+        infer_threads(compile_shared(trained, (1, 8, 8)), images, weight_shares=[first, None])
+
+
+def test_weight_share_files_round_trip_and_refuse_mixing(tmp_path, digits):
+    from veil.core.errors import ModelFileError
+    from veil.encrypted.mpc.model import infer_threads, load_weight_shares, save_weight_shares
+
+    x, y, tx, _ = digits
+    runs = [
+        train_threads(
+            _net(), parts_of(x[:64], y[:64]), 10, Schedule(steps=2, batch=8), keep_shared=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    paths = []
+    for r, run in enumerate(runs):
+        for party, shares in enumerate(run["weight_shares"]):
+            paths.append(tmp_path / f"run{r}.party{party}.vshares")
+            save_weight_shares(paths[-1], shares, party, 2, run["sharing_id"])
+    shares, meta = load_weight_shares(paths[0])
+    assert meta["party"] == 0 and meta["sharing_id"] == runs[0]["sharing_id"]
+    for got, want in zip(shares, runs[0]["weight_shares"][0], strict=True):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    images = tx[:5].numpy().reshape(5, -1)
+    mixed = [load_weight_shares(paths[0])[0], load_weight_shares(paths[3])[0]]  # two runs
+    with pytest.raises(MPCError, match="different sharings"):
+        ids = [runs[0]["sharing_id"], runs[1]["sharing_id"]]
+        infer_threads(None, images, weight_shares=mixed, sharing_ids=ids)
+    paths[1].write_bytes(paths[1].read_bytes()[:-9])  # truncated
+    with pytest.raises((MPCError, ModelFileError)):
+        load_weight_shares(paths[1])

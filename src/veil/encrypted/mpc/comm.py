@@ -133,6 +133,10 @@ def _unpacked(got: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.T
     return out
 
 
+class Aborted(MPCError):
+    """Another rank (in this process) failed; its own error says why."""
+
+
 class _Done:
     def wait(self) -> None:
         return None
@@ -168,7 +172,7 @@ class _LocalComm(Comm):
         waited, source = 0.0, self.network.queues[(frm, self.rank)]
         while waited < self.network.timeout:
             if self.network.aborted.is_set():
-                raise MPCError(f"party {self.rank} stopped: another rank failed")
+                raise Aborted(f"party {self.rank} stopped: another rank failed")
             try:
                 return source.get(timeout=0.1)
             except queue.Empty:

@@ -54,13 +54,26 @@ def run_processes(
     parties: int = 2,
     compare_bits: int | str = "auto",
     input_range: str = "0,1",
+    client_dealer: bool = False,
 ) -> dict:
     """``veil mpc party`` for ranks 0 (model), 1 (input, result), 2 (with three parties) and
     the dealer; rank 1's result. With ``repeat`` > 1, ``seconds`` is the median of the runs
-    after the first."""
-    rank1 = ["--data", data, "--limit", str(limit)]
+    after the first. ``client_dealer``: rank 1 runs the dealer itself (``--serve-dealer``)."""
+    rank1 = ["--data", data, "--limit", str(limit)] + (["--serve-dealer"] if client_dealer else [])
     options = ["--compare-bits", str(compare_bits), "--input-range", input_range]
-    return _inference(model, [], rank1, repeat, timeout_s, labels_only, parties, options)
+    return _inference(["--model", str(model)], rank1, repeat, timeout_s, labels_only, parties,
+                      options, dealer=not client_dealer)  # fmt: skip
+
+
+def shared_weights_processes(
+    files: list[Path], data: str, limit: int, timeout_s: float = 600.0, labels_only=False
+) -> dict:
+    """Inference with a model nobody holds whole: rank R brings weight-share file R (from
+    training with ``--keep-shared``), rank 1 also the images; rank 1's result."""
+    ranks = [["--weight-shares", str(f)] for f in files]
+    ranks[1] += ["--data", data, "--limit", str(limit)]
+    return _inference(ranks[0], ranks[1], 1, timeout_s, labels_only, len(files),
+                      extra=ranks[2:])  # fmt: skip
 
 
 def image_processes(
@@ -82,23 +95,25 @@ def image_processes(
         raise MPCError(f"{len(shares)} shares given; the image needs {k}")
     common = ["--holders", ",".join(str(s.index) for s in held[:k]), "--bits", str(bits)]
     common += ["--key", str(key)] if key else []
-    rank0 = [*common, "--image-share", str(shares[0])]
+    rank0 = ["--model", str(model), *common, "--image-share", str(shares[0])]
     rank1 = [*common, *[a for p in shares[1:k] for a in ("--image-share", str(p))]]
-    return _inference(model, rank0, rank1, 1, timeout_s, labels_only)
+    return _inference(rank0, rank1, 1, timeout_s, labels_only)
 
 
-def _inference(model, rank0: list, rank1: list, repeat, timeout_s, labels_only, parties=2,
-               options=()):  # fmt: skip
+def _inference(rank0: list, rank1: list, repeat, timeout_s, labels_only, parties=2,
+               options=(), extra=(), dealer=True):  # fmt: skip
+    """Ranks 0 and 1 with their arguments (and ``extra`` ones for rank 2 of three), the
+    others bare, the dealer last (unless a rank starts it); rank 1's result."""
     master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
         base = ["party", "--master", master, "--repeat", str(repeat), "--parties", str(parties)]
         base += list(options)
         base += ["--labels-only"] if labels_only else []
+        given = [rank0, [*rank1, "--result", str(result)], *extra]
         commands = [
-            [*base, "--rank", "0", "--model", str(model), *rank0],
-            [*base, "--rank", "1", *rank1, "--result", str(result)],
-            *[[*base, "--rank", str(r)] for r in range(2, parties + 1)],  # and the dealer
+            [*base, "--rank", str(r), *(given[r] if r < len(given) else [])]
+            for r in range(parties + (1 if dealer else 0))  # and the dealer
         ]
         run_ranks(commands, "private inference", timeout_s)
         return json.loads(result.read_text())

@@ -193,6 +193,8 @@ def run_party(
     repeat: int = 1,
     compare_bits: int | str = "auto",
     input_range: tuple[float, float] = (0.0, 1.0),
+    weight_shares: list | None = None,
+    sharing_id: int = 0,
 ) -> dict:
     """One rank's part of a private inference: the dealer serves, the parties compute.
 
@@ -212,21 +214,25 @@ def run_party(
     public ``input_range`` prove that, else 64, and the input owner refuses inputs outside
     the range. The choice travels with the architecture (it tells the input owner one bit
     about the weights: whether their bound passes 32,768).
+
+    With ``weight_shares`` (every computing party passes its own, e.g. from secure training
+    with ``keep_shared``) the model is an MLP that nobody holds whole: the parties check
+    they hold shares of one architecture and of one sharing (``sharing_id``), and ``auto``
+    comparisons take 64 bits (there are no plaintext weights to bound).
     """
     if comm.rank == comm.dealer:
         return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
     if (model_owner, input_owner) != (0, 1):
         raise MPCError("party 0 holds the model and party 1 the input")
     party = Party(comm, setup_seeds(comm), frac)
-    bits = None
-    if comm.rank == model_owner:
-        bits = _comparison_bits(model, compare_bits, input_range, labels_only)
-    model, party.compare_bits = _agree_on_architecture(party, model, model_owner, bits)
+    model, weights = _set_up(party, model, weight_shares, sharing_id, model_owner,
+                             compare_bits, input_range, labels_only)  # fmt: skip
     shape = (count, model.input_size)
-    if comm.rank == input_owner and images is not None and compare_bits == "auto":
-        _check_range(images, input_range)
-    plain = _encoded(images, frac) if comm.rank == input_owner and images is not None else None
-    weights = _weight_shares(model, comm.rank == model_owner, frac)
+    plain = None
+    if comm.rank == input_owner and images is not None:
+        if compare_bits == "auto" and party.compare_bits == 32:
+            _check_range(images, input_range)
+        plain = _encoded(images, frac)
     times = []
     for _ in range(max(1, repeat)):
         comm.traffic = Traffic()
@@ -236,6 +242,41 @@ def run_party(
     party.stop_dealer()
     traffic = comm.traffic.to_dict()
     return {**out, "traffic": traffic, "times": times, "compare_bits": party.compare_bits}
+
+
+def _set_up(
+    party: Party,
+    model: SharedModel | None,
+    weight_shares: list | None,
+    sharing_id: int,
+    owner: int,
+    compare_bits,
+    input_range,
+    labels_only,
+) -> tuple:
+    """The session's model at every party (the owner's architecture, checked against this
+    party's weight shares if it has any), the comparison width, and this party's
+    (weight, bias) share per stage."""
+    shared = weight_shares is not None
+    if shared:
+        model = mlp_of([tuple(w.shape) for w, _ in weight_shares])
+        compare_bits = 64 if compare_bits == "auto" else compare_bits  # nothing to bound
+    mine = model
+    bits = None
+    if party.rank == owner:
+        bits = _comparison_bits(model, compare_bits, input_range, labels_only)
+    model, party.compare_bits = _agree_on_architecture(
+        party, model, owner, bits, sharing_id if shared else None
+    )
+    if not shared:
+        weights = _weight_shares(model, party.rank == owner, party.frac)
+    else:
+        if not torch.equal(model.architecture(), mine.architecture()):
+            raise MPCError("the parties' weight shares are of different models")
+        pairs = iter(weight_shares)
+        weights = [next(pairs) if isinstance(s, Affine) else None for s in model.stages]
+    # each weight matrix masked once for the session: queries then open only activations
+    return model, [None if p is None else (party.fix_weight(p[0]), p[1]) for p in weights]
 
 
 def _comparison_bits(model: SharedModel, choice: int | str, input_range, labels_only) -> int:
@@ -255,6 +296,59 @@ def _check_range(images, input_range) -> None:
             f"inputs lie outside the agreed range [{low}, {high}] that sized the comparisons: "
             "pass the range your data has (--input-range) or --compare-bits 64"
         )
+
+
+SHARES_KIND = "veil-mpc-weight-shares"
+
+
+def save_weight_shares(path, shares: list, party: int, parties: int, sharing_id: int,
+                       meta: dict | None = None):  # fmt: skip
+    """One party's shares of an MLP's weights (from training with ``keep_shared``) as a
+    safetensors file: alone they are uniformly random; all ``parties`` files together
+    are the model."""
+    from veil.core.io import save_arrays
+
+    arrays = {}
+    for i, (w, b) in enumerate(shares):
+        # C order: a transposed share would otherwise be written in the wrong layout
+        arrays[f"w{i}"], arrays[f"b{i}"] = (np.ascontiguousarray(t.numpy()) for t in (w, b))
+    info = {"party": party, "parties": parties, "sharing_id": str(sharing_id),
+            "layers": len(shares), "fixed_point_bits": FRAC_BITS, **(meta or {})}  # fmt: skip
+    return save_arrays(path, arrays, info, SHARES_KIND)
+
+
+def load_weight_shares(path) -> tuple[list, dict]:
+    """A party's weight shares and the file's header (party, parties, sharing_id, ...)."""
+    from veil.core.io import load_arrays
+
+    arrays, meta = load_arrays(path, SHARES_KIND)
+    try:
+        layers = int(meta["layers"])
+        shares = [(torch.from_numpy(arrays[f"w{i}"]), torch.from_numpy(arrays[f"b{i}"]))
+                  for i in range(layers)]  # fmt: skip
+        meta["sharing_id"] = int(meta["sharing_id"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise MPCError(f"{path}: malformed weight shares ({e})") from e
+    if any(w.dtype != torch.int64 or w.dim() != 2 or b.shape != (w.shape[1],) for w, b in shares):
+        raise MPCError(f"{path}: weight shares must be int64 (in, out) matrices and (out,) biases")
+    if meta.get("fixed_point_bits") != FRAC_BITS:
+        raise MPCError(f"{path}: written with {meta.get('fixed_point_bits')} fractional bits")
+    mlp_of([tuple(w.shape) for w, _ in shares])  # the sizes must chain
+    return shares, meta
+
+
+def mlp_of(sizes: list[tuple[int, int]]) -> SharedModel:
+    """The shapes-only MLP (Linear, ReLU, ..., Linear) with these (in, out) layer sizes."""
+    if not sizes or any(a < 1 or b < 1 for a, b in sizes):
+        raise MPCError(f"layer sizes {sizes} do not make an MLP")
+    if any(out != nxt for (_, out), (nxt, _) in zip(sizes, sizes[1:], strict=False)):
+        raise MPCError(f"layer sizes {sizes} do not chain")
+    stages = []
+    for i, (n_in, n_out) in enumerate(sizes):
+        if i:
+            stages.append(Activation("relu", n_in))
+        stages.append(Affine(np.zeros((n_out, n_in)), np.zeros(n_out)))
+    return SharedModel(stages, sizes[0][0], sizes[-1][1])
 
 
 def _weight_shares(model: SharedModel, owner: bool, frac: int) -> list:
@@ -281,7 +375,8 @@ def _infer(party: Party, model: SharedModel, weights: list, plain, image_shares,
     for stage, pair in zip(model.stages, weights, strict=True):
         if isinstance(stage, Affine):
             w, b = pair
-            x = party.matmul(x, w) if x is not None else party.input_matmul(plain, w, shape)
+            first = x is None  # the input: party 1 holds it in the clear
+            x = party.fixed_input_matmul(plain, w, shape) if first else party.fixed_matmul(x, w)
             x = x + b
         elif isinstance(stage, Pool):
             x = party.max_last(x[:, torch.from_numpy(stage.index)])
@@ -308,23 +403,38 @@ def _encoded(images, frac: int) -> torch.Tensor:
 
 
 def _agree_on_architecture(
-    party: Party, model: SharedModel | None, owner: int, compare_bits: int | None
-) -> tuple[SharedModel, int]:
-    rows = model.architecture(compare_bits) if party.rank == owner else None
+    party: Party, model: SharedModel | None, owner: int, compare_bits: int | None,
+    sharing: int | None,
+) -> tuple[SharedModel, int]:  # fmt: skip
+    """The owner's architecture, comparison width and weight mode (whole at the owner, or
+    shares of the sharing ``sharing`` at every party) at every party; a party in another
+    mode or with shares of another sharing refuses."""
+    rows = None
+    if party.rank == owner:
+        rows = model.architecture(compare_bits)
+        rows[0, 4], rows[0, 5] = int(sharing is not None), sharing or 0
     rows = party.publish(owner, rows, ARCH_COLUMNS, 1024, "stages")
     if party.rank == owner:
         return model, compare_bits
+    if bool(rows[0, 4]) != (sharing is not None):
+        mode = "shares of the weights" if rows[0, 4] else "the whole model"
+        raise MPCError(f"party {owner} holds {mode}; this party must too (or neither)")
+    if sharing is not None and int(rows[0, 5]) != sharing:
+        raise MPCError("the parties hold weight shares of different sharings (training runs)")
     bits = int(rows[0, 3])
     if bits not in (32, 64):
         raise MPCError(f"party {owner} announced {bits}-bit comparisons; expected 32 or 64")
     return SharedModel.from_architecture(rows), bits
 
 
-def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
+def infer_threads(model: SharedModel | None, images: np.ndarray, frac: int = FRAC_BITS,
                   labels_only: bool = False, parties: int = 2, compare_bits: int | str = "auto",
-                  input_range: tuple[float, float] = (0.0, 1.0)) -> dict:  # fmt: skip
+                  input_range: tuple[float, float] = (0.0, 1.0),
+                  weight_shares: list | None = None,
+                  sharing_ids: list[int] | None = None) -> dict:  # fmt: skip
     """Private inference with the parties (2 or 3: the third brings no input) and the dealer
-    as threads of this process."""
+    as threads of this process. ``weight_shares`` (one list per party, by rank, with the
+    ``sharing_ids`` they came with) replaces ``model`` for a model nobody holds whole."""
     from veil.encrypted.mpc.comm import run_threads
 
     x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
@@ -332,13 +442,23 @@ def infer_threads(model: SharedModel, images: np.ndarray, frac: int = FRAC_BITS,
     def program(comm: Comm) -> dict:
         mine = model if comm.rank == 0 else None
         images_in = x if comm.rank == 1 else None
+        share, sharing = None, 0
+        if weight_shares is not None and comm.rank < parties:
+            share, sharing = weight_shares[comm.rank], (sharing_ids or [0] * parties)[comm.rank]
         return run_party(comm, mine, images_in, len(x), frac=frac, labels_only=labels_only,
-                         compare_bits=compare_bits, input_range=input_range)  # fmt: skip
+                         compare_bits=compare_bits, input_range=input_range,
+                         weight_shares=share, sharing_id=sharing)  # fmt: skip
 
     *ranks, dealer = run_threads(parties, program)
     key = "labels" if labels_only else "logits"
     return {key: ranks[1][key], "traffic": [r["traffic"] for r in ranks],
             "compare_bits": ranks[1]["compare_bits"], **dealer}  # fmt: skip
+
+
+DEALERS = {
+    "trusted": "trusted, non-colluding",
+    "client": "the input owner (client-generated triples)",
+}
 
 
 def guarantees(
@@ -347,14 +467,23 @@ def guarantees(
     labels_only: bool = False,
     parties: int = 2,
     compare_bits: int = 64,
+    dealer: str = "trusted",
 ) -> list:
-    """The input- and output-privacy claims of a private inference, with its measurements."""
+    """The input- and output-privacy claims of a private inference, with its measurements.
+
+    ``dealer`` "client": the input owner runs the dealer (client-generated triples). Then
+    no third party need be trusted for the input's privacy, but the input owner knows the
+    masks the weights are opened under and could unmask them: the weights are not hidden
+    from it, and the claims say so.
+    """
     from veil.core.guarantees import Guarantee
 
+    if dealer not in DEALERS:
+        raise MPCError(f"the dealer is {' or '.join(DEALERS)}, not {dealer!r}")
     parameters = {
         "protocol": "additive sharing over Z_2^64, Beaver triples, Kogge-Stone comparison",
         "parties": parties,
-        "dealer": "trusted, non-colluding",
+        "dealer": DEALERS[dealer],
         "fixed_point_bits": FRAC_BITS,
         "compare_bits": compare_bits,
     }
@@ -366,6 +495,14 @@ def guarantees(
         "nothing about the input, the input owner's nothing about the weights beyond the "
         "layer sizes" + ("; the third party learns nothing of either" if parties == 3 else "")
     )
+    if dealer == "client":
+        threat = (
+            "semi-honest parties; the input owner generates the correlated randomness itself "
+            "(client-generated triples), so the model owner's party learns nothing about the "
+            "input without trusting anyone else; the weights are NOT hidden from the input "
+            "owner (it knows the masks they are opened under): use it for models that need no "
+            "secrecy from the client"
+        )
     claims = {
         "input": "the model owner's party sees only uniformly random shares of the input",
         "output": "only the labels (argmax computed on shares) are revealed, to the input owner"

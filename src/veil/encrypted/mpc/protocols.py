@@ -22,20 +22,24 @@ data owner, not collusion resistance: party 1 learns party 2's shares at each tr
   s·y and s locally, so ReLU(x) = x - s·x and max(a, b) = a + s·(b - a).
 
 Party 0 asks the dealer ahead (a comparison's triples in one request) and reads replies in
-the order asked, so the dealer's work overlaps the parties' rounds.
+the order asked, so the dealer's work overlaps the parties' rounds. A model's weight
+matrices are masked once per session (:meth:`Party.fix_weight`: W - B opened once, each
+query's triple reusing B with a fresh A), so a query opens only its activations.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+from dataclasses import dataclass
 
 import torch
 
 from veil.encrypted.mpc.comm import Comm
 from veil.encrypted.mpc.ring import FRAC_BITS, PRG, MPCError
 
-MUL, MATMUL, AND, BIT, OWNED, MUX, STOP = 1, 2, 3, 4, 5, 6, 0
+MUL, MATMUL, AND, BIT, OWNED, MUX, WEIGHT, FIXED, FIXED_OWNED, STOP = 1, 2, 3, 4, 5, 6, 7, 8, 9, 0
+FIXED_KINDS = (FIXED, FIXED_OWNED)  # b_shape carries (slot, columns) of a registered weight
 HEADER = 12
 
 
@@ -62,6 +66,19 @@ def _product(kind: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if kind in (MATMUL, OWNED):
         return a @ b
     return a & b
+
+
+def _item_shape(kind: int, a: tuple, b: tuple) -> tuple:
+    """The shape of the dealer's correction for one item of ``kind``."""
+    if kind == BIT:
+        return a
+    if kind == MUX:
+        return (2, *a)
+    if kind == WEIGHT:
+        return (1,)
+    if kind in FIXED_KINDS:
+        return (*a[:-1], b[1])
+    return _result_shape(kind, a, b)
 
 
 def _result_shape(kind: int, a: tuple, b: tuple) -> tuple:
@@ -95,19 +112,28 @@ def serve_dealer(comm: Comm, prgs: list[PRG]) -> int:
     whole adder at once) and reads replies when it needs them, and a blocking send here
     would wait for a read that waits for this loop.
     """
-    served, pending = 0, _InFlight()
+    served, pending, weights = 0, _InFlight(), []
     while True:
         kind, count, a_shape, b_shape = _parse(comm.recv(0, (HEADER,)))
         if kind == STOP:
             pending.finish()
             return served
         served += count
-        reply = torch.stack([_deal(kind, prgs, a_shape, b_shape) for _ in range(count)])
+        reply = torch.stack([_deal(kind, prgs, a_shape, b_shape, weights) for _ in range(count)])
         pending.add(comm.send(0, reply, wait=False), reply)
 
 
-def _deal(kind: int, prgs: list[PRG], a_shape: tuple, b_shape: tuple) -> torch.Tensor:
-    """Party 0's part of one item; the parties draw theirs from the streams in this order."""
+def _deal(kind: int, prgs: list[PRG], a_shape: tuple, b_shape: tuple, weights: list):
+    """Party 0's part of one item; the parties draw theirs from the streams in this order.
+    ``weights``: the session's registered weight masks B, by slot (WEIGHT adds one)."""
+    if kind == WEIGHT:
+        weights.append(sum(prg.int64(b_shape) for prg in prgs))
+        return torch.zeros(1, dtype=torch.int64)
+    if kind in FIXED_KINDS:  # a fresh mask a, and a·B for the registered B
+        slot, columns = b_shape
+        a = sum(prg.int64(a_shape) for prg in (prgs[1:2] if kind == FIXED_OWNED else prgs))
+        c_rest = [prg.int64((*a_shape[:-1], columns)) for prg in prgs[1:]]
+        return a @ weights[slot] - sum(c_rest)
     if kind == BIT:
         bits = [prg.bits(a_shape) for prg in prgs]
         arith = [prg.int64(a_shape) for prg in prgs[1:]]
@@ -132,6 +158,20 @@ def _xor(ts: list[torch.Tensor]) -> torch.Tensor:
     for t in ts[1:]:
         out = out ^ t
     return out
+
+
+@dataclass
+class Weight:
+    """A weight matrix masked once per session: its slot at the dealer, this party's share
+    of the mask B, and the opened W - B."""
+
+    slot: int
+    b: torch.Tensor
+    opened: torch.Tensor
+
+    @property
+    def columns(self) -> int:
+        return int(self.opened.shape[-1])
 
 
 class _InFlight:
@@ -202,6 +242,7 @@ class Party:
         self.pair = self._pair_stream() if self.parties == 3 else None
         self.replies = _Replies(comm) if self.rank == 0 else None
         self.ready: dict[tuple, list] = {}  # prefetched dealer items, by kind and shapes
+        self.weights = 0  # weight masks registered with the dealer (fix_weight)
 
     # -- dealer randomness ----------------------------------------------------------------
 
@@ -215,18 +256,21 @@ class Party:
     def _draw(self, kind: int, a_shape: tuple, b_shape: tuple, count: int) -> list:
         """``count`` items: this party's parts drawn now (in the dealer's order), party 0's
         corrections as functions reading the dealer's one reply when first called."""
-        out_shape = {BIT: a_shape, MUX: (2, *a_shape)}.get(kind) or _result_shape(
-            kind, a_shape, b_shape
-        )
+        out_shape = _item_shape(kind, a_shape, b_shape)
         items = []
         for _ in range(count):
             if kind == BIT:
                 mine = [self.prg.bits(a_shape)]
             elif kind == MUX:
                 mine = [self.prg.bits(a_shape), self.prg.int64(a_shape)]
+            elif kind == WEIGHT:
+                mine = [self.prg.int64(b_shape)]
+            elif kind in FIXED_KINDS:
+                owns_a = kind == FIXED or self.rank == 1
+                mine = [self.prg.int64(a_shape) if owns_a else None]
             else:
                 mine = [self.prg.int64(a_shape), self.prg.int64(b_shape)]
-            last = None if self.rank == 0 else self.prg.int64(out_shape)
+            last = None if self.rank == 0 or kind == WEIGHT else self.prg.int64(out_shape)
             items.append((mine, last))
         if self.rank == 0:
             reply = self.replies.ask(_header(kind, a_shape, b_shape, count), (count, *out_shape))
@@ -356,6 +400,40 @@ class Party:
                 h.wait()
             z = self.prg.int64(c_shape) + e @ b + a @ f
         return self.truncate(z)
+
+    def fix_weight(self, w: torch.Tensor) -> Weight:
+        """Mask the shared (or owned) weight matrix ``w`` once for the session: B from the
+        dealer's streams, W - B opened now (one round). Products with it then open only
+        the other operand: each query's triple (A, B, A·B) takes a fresh A and reuses B,
+        so every opened X - A is still a one-time pad, and W - B, opened once, says
+        nothing about W (B stays unknown to every party but W's owner, who knows W)."""
+        (b, _), slot = self._draw(WEIGHT, (), tuple(w.shape), 1)[0], self.weights
+        self.weights += 1
+        (opened,) = self.open(w - b)
+        return Weight(slot, b, opened)
+
+    def fixed_matmul(self, x: torch.Tensor, w: Weight) -> torch.Tensor:
+        """Shares of ``x @ W`` for a weight fixed with :meth:`fix_weight`; one round."""
+        (a, c) = self._take(FIXED, tuple(x.shape), (w.slot, w.columns))
+        (e,) = self.open(x - a)
+        z = c() + e @ w.b + a @ w.opened
+        return self.truncate(z + e @ w.opened if self.rank == 0 else z)
+
+    def fixed_input_matmul(self, x: torch.Tensor | None, w: Weight, shape: tuple):
+        """Shares of ``x @ W`` where party 1 holds ``x`` in the clear: it sends x - A, A
+        from its own stream, and nothing comes back (three parties: ``x`` is shared)."""
+        if self.parties == 3:
+            return self.fixed_matmul(self.share(1, x, shape), w)
+        a, c = self._take(FIXED_OWNED, tuple(shape), (w.slot, w.columns))
+        self.comm.traffic.rounds += 1
+        if self.rank == 0:
+            e = self.comm.recv(1, shape)
+            return self.truncate(c() + e @ w.b + e @ w.opened)
+        if tuple(x.shape) != tuple(shape):
+            raise MPCError(f"input shape {tuple(x.shape)} differs from {tuple(shape)}")
+        e = x - a
+        self.comm.send(0, e)
+        return self.truncate(c() + e @ w.b + a @ w.opened)
 
     def truncate(self, x: torch.Tensor, bits: int | None = None) -> torch.Tensor:
         """Divide by 2^bits (default: frac) locally (SecureML): exact up to one unit, with

@@ -22,6 +22,7 @@ a failure (weights near 1e9, 11-12% accuracy); at 16 bits the same runs matched 
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -108,10 +109,14 @@ def train_party(
     classes: int,
     schedule: Schedule,
     frac: int = FRAC_BITS,
+    keep_shared: bool = False,
 ) -> dict:
     """One rank of a secure training run. Party 0 passes the initial ``model`` (its layer
     sizes are sent to party 1); each party passes its records ``x`` (n, features) and
-    labels ``y``, or None. Party 0's result holds the trained weights."""
+    labels ``y``, or None. Party 0's result holds the trained weights; with
+    ``keep_shared`` nobody gets them: each party's result holds its ``weight_shares``
+    [(W (in, out), b), ...], for inference on shares (:func:`veil.encrypted.mpc.model.
+    run_party`) where neither the model nor the input is ever whole."""
     if comm.rank == comm.dealer:
         return {"dealer_requests": serve_dealer(comm, setup_seeds(comm))}
     party = Party(comm, setup_seeds(comm), frac)
@@ -129,6 +134,12 @@ def train_party(
         idx = torch.from_numpy(idx)
         weights = sgd_step(party, weights, rows[idx], onehot[idx], schedule.lr)
     seconds = time.perf_counter() - start
+    if keep_shared:  # party 0 names the sharing, so that shares of two runs never mix
+        mine = torch.tensor([[secrets.randbits(62)]]) if comm.rank == 0 else None
+        sharing = int(party.publish(0, mine, 1, 1, "sharing ids")[0, 0])
+        party.stop_dealer()
+        return {"traffic": comm.traffic.to_dict(), "seconds": seconds, "records": len(rows),
+                "weight_shares": weights, "sharing_id": sharing}  # fmt: skip
     opened = [(party.reveal_to(0, w), party.reveal_to(0, b)) for w, b in weights]
     party.stop_dealer()
     out = {"traffic": comm.traffic.to_dict(), "seconds": seconds, "records": len(rows)}
@@ -162,10 +173,11 @@ def train_threads(
     classes: int,
     schedule: Schedule,
     frac: int = FRAC_BITS,
+    keep_shared: bool = False,
 ) -> dict:
     """Secure training with the parties (one per entry of ``parts``, each party's (records,
     labels); 2 or 3) and the dealer as threads of this process. Returns the trained model
-    (a copy)."""
+    (a copy), or with ``keep_shared`` every party's ``weight_shares`` (by rank)."""
     import copy
 
     from veil.encrypted.mpc.comm import run_threads
@@ -175,12 +187,16 @@ def train_threads(
             return train_party(comm, None, None, None, classes, schedule, frac)
         x, y = parts[comm.rank]
         mine = model if comm.rank == 0 else None
-        return train_party(comm, mine, x.reshape(len(x), -1), y, classes, schedule, frac)
+        return train_party(comm, mine, x.reshape(len(x), -1), y, classes, schedule, frac,
+                           keep_shared)  # fmt: skip
 
     owner, *others, dealer = run_threads(len(parts), program)
-    trained = load_weights(copy.deepcopy(model), owner["weights"])
-    return {"model": trained, "traffic": [owner["traffic"], *[o["traffic"] for o in others]],
-            "seconds": owner["seconds"], "records": owner["records"], **dealer}  # fmt: skip
+    out = {"traffic": [owner["traffic"], *[o["traffic"] for o in others]],
+           "seconds": owner["seconds"], "records": owner["records"], **dealer}  # fmt: skip
+    if keep_shared:
+        return {**out, "weight_shares": [r["weight_shares"] for r in (owner, *others)],
+                "sharing_id": owner["sharing_id"]}  # fmt: skip
+    return {**out, "model": load_weights(copy.deepcopy(model), owner["weights"])}
 
 
 def plain_sgd(model: nn.Module, x: np.ndarray, y: np.ndarray, schedule: Schedule) -> nn.Module:
@@ -211,15 +227,18 @@ def pooled(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
-def guarantee(numbers: dict, schedule: Schedule, step: str = "mpc-train", parties: int = 2):
+def guarantee(numbers: dict, schedule: Schedule, step: str = "mpc-train", parties: int = 2,
+              keep_shared: bool = False):  # fmt: skip
     """The input-privacy claim of a secure training run, with its measurements."""
     from veil.core.guarantees import Guarantee
 
+    who = ("nobody receives the trained weights: each party keeps its share of them"
+           if keep_shared else "the trained weights go to party 0 only")  # fmt: skip
     return Guarantee(
         guarantee="input",
         mechanism="secure two-party training (secret sharing)",
         claim="each party's training records stay secret-shared throughout SGD: the other "
-        "party and the dealer see only uniform shares; the trained weights go to party 0 only",
+        f"party and the dealer see only uniform shares; {who}",
         threat_model=f"{'two' if parties == 2 else 'three'} semi-honest parties of which none "
         "colludes with another, and a dealer that colludes with none; the batch order and "
         "layer sizes are public; the trained model is not differentially private (what it "
@@ -232,6 +251,7 @@ def guarantee(numbers: dict, schedule: Schedule, step: str = "mpc-train", partie
             "steps": schedule.steps,
             "batch": schedule.batch,
             "lr": schedule.lr,
+            "model_kept_shared": keep_shared,
         },
         numbers=dict(numbers),
         step=step,
