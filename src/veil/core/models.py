@@ -26,6 +26,18 @@ class Square(nn.Module):
         return x * x
 
 
+class Quadratic2(nn.Module):
+    """The activation ``a x^2 + b x + c`` with fixed coefficients (e.g. fitted to ReLU): one
+    multiplication, like x², for encrypted and secret-shared inference."""
+
+    def __init__(self, a: float, b: float, c: float):
+        super().__init__()
+        self.a, self.b, self.c = float(a), float(b), float(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x * x + self.b * x + self.c
+
+
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,

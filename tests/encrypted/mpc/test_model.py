@@ -174,3 +174,20 @@ def test_auto_comparisons_fall_back_to_64_bits_and_check_the_range():
         out = infer_threads(large, inputs)
         assert out["compare_bits"] == 64
         assert np.array_equal(out["logits"].argmax(1), large.forward(inputs).argmax(1))
+
+
+@pytest.mark.parametrize("coefficients", [(0.3, 0.5, 0.1), (-1.2, 0.0, 2.0), (0.0, 2.0, -1.0)])
+def test_quadratic_activations_fold_into_one_square(coefficients):
+    from veil.core.models import Quadratic2
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), Quadratic2(*coefficients), nn.Linear(5, 3))
+    shared = compile_shared(model, (6,))
+    squares = [s for s in shared.stages if getattr(s, "kind", None) == "square"]
+    assert len(squares) == (0 if coefficients[0] == 0 else 1)
+    x = np.random.default_rng(6).uniform(-1, 1, size=(20, 6))
+    with torch.no_grad():
+        want = model(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    assert np.abs(shared.forward(x) - want).max() < 1e-5
+    got = infer_threads(shared, x, input_range=(-1.0, 1.0))["logits"]
+    assert np.abs(got - want).max() < 1e-2

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veil.core.models import Square
+from veil.core.models import Quadratic2, Square
 from veil.encrypted.he.ckks import HEError
 from veil.encrypted.layers import AFFINE_LAYERS, Affine, leaves, probe_affine
 
@@ -39,17 +39,6 @@ REPLACEMENTS = {
     nn.Softmax: "nothing: return logits, the client takes argmax after decrypting",
     nn.LogSoftmax: "nothing: return logits, the client takes argmax after decrypting",
 }
-
-
-class Quadratic2(nn.Module):
-    """The activation ``a x^2 + b x + c`` with fixed coefficients (e.g. fitted to ReLU)."""
-
-    def __init__(self, a: float, b: float, c: float):
-        super().__init__()
-        self.a, self.b, self.c = float(a), float(b), float(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a * x * x + self.b * x + self.c
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veil.core.models import Square
+from veil.core.models import Quadratic2, Square
 from veil.encrypted.layers import AFFINE_LAYERS, Affine, leaves, probe_affine
 from veil.encrypted.mpc.comm import Comm, Traffic
 from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
@@ -138,12 +138,29 @@ class SharedModel:
 
 
 def compile_shared(model: nn.Module, input_shape: tuple[int, ...]) -> SharedModel:
-    """Affine layers composed into matrices; ReLU, x² and MaxPool kept as protocol stages."""
+    """Affine layers composed into matrices; ReLU, x² and MaxPool kept as protocol stages.
+
+    A quadratic ``a x² + b x + c`` (:class:`~veil.core.models.Quadratic2`) becomes
+    a (x + b/2a)² + (c - b²/4a): the shift joins the affine map before, x² is the one
+    product, the scale and constant join the affine map after (linear when a = 0).
+    """
     shape, stages, pending = tuple(int(s) for s in input_shape), [], None
     for name, layer in leaves(model):
         if isinstance(layer, AFFINE_LAYERS):
             step, shape = probe_affine(layer, shape, name)
             pending = step if pending is None else pending.then(step)
+        elif isinstance(layer, Quadratic2):
+            width = math.prod(shape)
+            a, b, c = layer.a, layer.b, layer.c
+            eye = np.eye(width)
+            if a == 0:
+                step = Affine(eye * b, np.full(width, c), (name,))
+                pending = step if pending is None else pending.then(step)
+                continue
+            shift = Affine(eye, np.full(width, b / (2 * a)), (name,))
+            stages.append(shift if pending is None else pending.then(shift))
+            stages.append(Activation("square", width, (name,)))
+            pending = Affine(eye * a, np.full(width, c - b * b / (4 * a)), (name,))
         elif isinstance(layer, nn.ReLU | Square):
             if pending is not None:
                 stages.append(pending)
@@ -159,8 +176,8 @@ def compile_shared(model: nn.Module, input_shape: tuple[int, ...]) -> SharedMode
             c, h, w, k, s = pool.geometry
             shape = (c, (h - k) // s + 1, (w - k) // s + 1)
         else:
-            raise MPCError(f"layer {name} ({type(layer).__name__}) is not supported; use "
-                           "Linear, Conv, AvgPool, MaxPool, ReLU or x²")  # fmt: skip
+            raise MPCError(f"layer {name} ({type(layer).__name__}) is not supported; use Linear, "
+                           "Conv, AvgPool, MaxPool, ReLU, x² or a x² + b x + c")  # fmt: skip
     if pending is not None:
         stages.append(pending)
     if len(shape) != 1:
