@@ -25,6 +25,8 @@ def test_mpc_infer_writes_guarantees(tmp_path, capsys):
     entries = {g.guarantee: g for g in Ledger.load(ledger).entries}
     assert set(entries) == {"input", "output"}
     assert entries["input"].numbers["argmax_agreement"] == 1.0
+    numbers = entries["input"].numbers
+    assert numbers["rounds"] >= 4 and numbers["bytes_sent_per_image_all_parties"] > 0
 
 
 def test_mpc_party_needs_its_inputs(capsys):

@@ -85,6 +85,15 @@ def _stop_dealer(proc) -> None:
         proc.wait()
 
 
+def _traffic_numbers(traffic, images: int) -> dict:
+    """Rounds and bytes per image for the ledger, from one rank's traffic (over processes,
+    the input owner's) or every rank's (threads: summed)."""
+    ranks = traffic if isinstance(traffic, list) else [traffic]
+    sent = sum(t["bytes_sent"] for t in ranks)
+    who = "all_parties" if len(ranks) > 1 else "input_owner"
+    return {"rounds": ranks[0]["rounds"], f"bytes_sent_per_image_{who}": round(sent / images, 1)}
+
+
 def _weight_file(path: Path, rank: int, parties: int) -> tuple[list, dict]:
     """Rank ``rank``'s weight shares and their file's header, refusing another party's file
     (files go party 0 first)."""
@@ -233,6 +242,7 @@ def infer(
         "accuracy_plain": float((plain.argmax(1) == y).mean()),
         "argmax_agreement": float((predicted == plain.argmax(1)).mean()),
         "seconds": round(out["seconds"], 3),
+        **_traffic_numbers(out["traffic"], len(x)),
     }
     if logits is not None:
         numbers["max_abs_error"] = float(np.abs(logits - plain).max())
@@ -316,7 +326,8 @@ def infer_shares(
     shown = "" if labels_only else f", logits {[round(v, 3) for v in out['logits'][0]]}"
     typer.echo(f"label {label}{shown} ({out['seconds']:.2f} s); the image was never rebuilt")
     if ledger:
-        numbers = {"images": 1, "seconds": round(out["seconds"], 3), "shares": len(shares)}
+        numbers = {"images": 1, "seconds": round(out["seconds"], 3), "shares": len(shares),
+                   **_traffic_numbers(out["traffic"], 1)}  # fmt: skip
         run = Ledger.start(f"mpc infer-shares {model.name}")
         for g in guarantees(numbers, step="mpc-infer-shares", labels_only=labels_only):
             run.add(g)
