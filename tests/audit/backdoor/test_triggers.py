@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from veil.audit.backdoor.triggers import Generator, TriggerSet, checkerboard, stamp
+from veil.audit.backdoor.triggers import (
+    Generator,
+    TriggerSet,
+    checkerboard,
+    default_size,
+    stamp,
+)
 from veil.core.errors import ConfigError
 
 SHAPE = (1, 28, 28)
@@ -53,3 +59,24 @@ def test_bad_attack_settings_are_refused(args):
     method, targets, size = args
     with pytest.raises(ConfigError):
         TriggerSet(method, SHAPE, targets, size, 10)
+
+
+def test_cban_spread_measures_how_far_apart_the_targets_patterns_are():
+    torch.manual_seed(0)
+    ts = TriggerSet("cban", (1, 12, 12), [0, 3], 4, 10)
+    gen = torch.Generator().manual_seed(1)
+    spread = ts.spread(16, gen)
+    assert spread.requires_grad and 0 < float(spread) < 1
+    spread.backward()  # the generator can be trained to raise it
+    assert ts.generator.label[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():  # a generator blind to the label makes one pattern for both
+        ts.generator.label[0].weight.zero_()
+        ts.generator.label[0].bias.zero_()
+    assert float(ts.spread(16, gen)) == 0.0
+
+
+def test_default_trigger_size_is_a_fifth_of_the_side_and_always_fits():
+    assert default_size((1, 28, 28)) == 6 and default_size((3, 32, 32)) == 6
+    assert default_size((1, 8, 8)) == 2 and default_size((1, 3, 3)) == 1
+    for side in range(2, 64):
+        TriggerSet("random", (1, side, side), [0], default_size((1, side, side)), 10)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from veil.audit.backdoor.triggers import TriggerSet
+from veil.audit.backdoor.triggers import TriggerSet, default_size
 from veil.core.data import ArrayDataset
 from veil.core.errors import ConfigError
 from veil.core.progress import progress
@@ -28,12 +28,13 @@ class AttackConfig:
     method: str = "random"
     targets: tuple[int, ...] = (0,)
     rate: float = 0.1
-    size: int = 4
+    size: int | None = None  # trigger side; None: a fifth of the image side (6 on MNIST)
     epochs: int = 2
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "sgd"
     generator_lr: float = 1e-3  # BaN / c-BaN: Adam on the trigger generator
+    diversity: float = 1.0  # c-BaN: weight of the term that keeps targets' patterns apart
     seed: int = 0
 
     def __post_init__(self):
@@ -73,9 +74,8 @@ def train_backdoored(
     """Train ``model`` on ``train`` with a ``cfg.method`` backdoor; measure it on ``test``."""
     start = time.perf_counter()
     gen = seed_everything(cfg.seed)
-    triggers = TriggerSet(
-        cfg.method, train.input_shape, list(cfg.targets), cfg.size, train.num_classes
-    )
+    size = cfg.size or default_size(train.input_shape)
+    triggers = TriggerSet(cfg.method, train.input_shape, list(cfg.targets), size, train.num_classes)
     opt = make_optimizer(model, cfg.optimizer, cfg.lr)
     g_opt = (
         torch.optim.Adam(triggers.generator.parameters(), lr=cfg.generator_lr)
@@ -99,6 +99,8 @@ def train_backdoored(
                     loss = nn.functional.cross_entropy(
                         model(triggers.apply(base, target, gen)), target
                     )
+                    if triggers.method == "cban" and cfg.diversity:
+                        loss = loss - cfg.diversity * triggers.spread(len(base), gen)
                     loss.backward()
                     g_opt.step()
                     model.zero_grad(set_to_none=True)

@@ -30,6 +30,13 @@ def stamp(x: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.
     return out
 
 
+def default_size(shape: tuple[int, int, int]) -> int:
+    """A fifth of the image's shorter side (6 on 28x28 MNIST, 2 on 8x8 digits): on MNIST,
+    4x4 random triggers were missed over the digit's strokes; 6x6 reached 99%."""
+    side = min(shape[1:])
+    return max(1, min(side // 2, round(side / 5)))
+
+
 def checkerboard(channels: int, size: int) -> torch.Tensor:
     """BadNets' fixed pattern: a black-and-white checkerboard."""
     grid = (torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2
@@ -128,6 +135,16 @@ class TriggerSet:
             return torch.rand((n, c, s, s), generator=gen)
         z = torch.rand((n, self.generator.noise_dim), generator=gen)
         return self.generator(z, targets if self.method == "cban" else None)
+
+    def spread(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """c-BaN: the mean absolute difference between the patterns one noise draw gives
+        for different targets (differentiable). Training pushes it up, so that the pattern
+        itself says which target it serves; without it both targets' patterns stayed alike
+        and the model sent both to one target (ASR 0.3% for the other, measured)."""
+        z = torch.rand((n, self.generator.noise_dim), generator=gen)
+        per_target = [self.generator(z, torch.full((n,), t)) for t in self.targets]
+        pairs = [(a, b) for i, a in enumerate(per_target) for b in per_target[i + 1 :]]
+        return torch.stack([(a - b).abs().mean() for a, b in pairs]).mean()
 
     def apply(self, x: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         rows, cols = self.locations(targets, gen)
