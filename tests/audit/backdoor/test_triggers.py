@@ -66,7 +66,7 @@ def test_cban_spread_measures_how_far_apart_the_targets_patterns_are():
     ts = TriggerSet("cban", (1, 12, 12), [0, 3], 4, 10)
     gen = torch.Generator().manual_seed(1)
     spread = ts.spread(16, gen)
-    assert spread.requires_grad and 0 < float(spread) < 1
+    assert spread.requires_grad and 0 < float(spread.detach()) < 1
     spread.backward()  # the generator can be trained to raise it
     assert ts.generator.label[0].weight.grad.abs().sum() > 0
     with torch.no_grad():  # a generator blind to the label makes one pattern for both
