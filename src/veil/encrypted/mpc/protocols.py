@@ -38,7 +38,7 @@ import torch
 from veil.encrypted.mpc.comm import Comm
 from veil.encrypted.mpc.ring import FRAC_BITS, PRG, MPCError
 
-MUL, MATMUL, AND, BIT, OWNED, MUX, WEIGHT, FIXED, FIXED_OWNED, STOP = 1, 2, 3, 4, 5, 6, 7, 8, 9, 0
+MUL, MATMUL, AND, BIT, MUX, WEIGHT, FIXED, FIXED_OWNED, STOP = 1, 2, 3, 4, 6, 7, 8, 9, 0
 FIXED_KINDS = (FIXED, FIXED_OWNED)  # b_shape carries (slot, columns) of a registered weight
 HEADER = 12
 
@@ -63,7 +63,7 @@ def _parse(h: torch.Tensor) -> tuple[int, int, tuple, tuple]:
 def _product(kind: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if kind == MUL:
         return a * b
-    if kind in (MATMUL, OWNED):
+    if kind == MATMUL:
         return a @ b
     return a & b
 
@@ -82,7 +82,7 @@ def _item_shape(kind: int, a: tuple, b: tuple) -> tuple:
 
 
 def _result_shape(kind: int, a: tuple, b: tuple) -> tuple:
-    return (*a[:-1], b[-1]) if kind in (MATMUL, OWNED) else a
+    return (*a[:-1], b[-1]) if kind == MATMUL else a
 
 
 def _send_seed(comm: Comm, to: int) -> PRG:
@@ -144,8 +144,7 @@ def _deal(kind: int, prgs: list[PRG], a_shape: tuple, b_shape: tuple, weights: l
         rest = [prg.int64((2, *a_shape)) for prg in prgs[1:]]
         r = _xor(bits)
         return torch.stack([r - sum(t[0] for t in rest), sum(a) * r - sum(t[1] for t in rest)])
-    # for OWNED the input owner (party 1) draws all of a: it is nobody's share
-    a = [prgs[1].int64(a_shape)] if kind == OWNED else [prg.int64(a_shape) for prg in prgs]
+    a = [prg.int64(a_shape) for prg in prgs]
     b = [prg.int64(b_shape) for prg in prgs]
     c_rest = [prg.int64(_result_shape(kind, a_shape, b_shape)) for prg in prgs[1:]]
     if kind == AND:
@@ -367,39 +366,6 @@ class Party:
 
     def matmul(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.truncate(self._beaver(MATMUL, x, y))
-
-    def input_matmul(self, x: torch.Tensor | None, y: torch.Tensor, shape: tuple) -> torch.Tensor:
-        """Shares of ``x @ y`` where party 1 holds ``x`` in the clear and ``y`` is shared.
-
-        The dealer's mask ``a`` comes from party 1's own stream, so party 1 sends ``x - a``
-        once instead of sharing ``x`` and opening it masked: one message of the input's
-        size instead of three, sent beside the opening of ``y - b`` (one round in all).
-        With three parties ``x`` is shared, then multiplied.
-        """
-        if self.parties == 3:
-            return self.matmul(self.share(1, x, shape), y)
-        a = self.prg.int64(shape) if self.rank == 1 else None
-        b = self.prg.int64(tuple(y.shape))
-        c_shape = (*shape[:-1], y.shape[-1])
-        self.comm.traffic.rounds += 1  # e and the opening of y - b travel together
-        if self.rank == 0:
-            c = self.replies.ask(_header(OWNED, tuple(shape), tuple(y.shape)), (1, *c_shape))
-            mine = y - b
-            sent = self.comm.send(1, mine, wait=False)
-            e = self.comm.recv(1, shape)
-            f = mine + self.comm.recv(1, tuple(y.shape))
-            sent.wait()
-            z = c()[0] + e @ b + e @ f
-        else:
-            if tuple(x.shape) != tuple(shape):
-                raise MPCError(f"input shape {tuple(x.shape)} differs from {tuple(shape)}")
-            e, mine = x - a, y - b
-            sent = [self.comm.send(0, t, wait=False) for t in (e, mine)]
-            f = mine + self.comm.recv(0, tuple(y.shape))
-            for h in sent:
-                h.wait()
-            z = self.prg.int64(c_shape) + e @ b + a @ f
-        return self.truncate(z)
 
     def fix_weight(self, w: torch.Tensor) -> Weight:
         """Mask the shared (or owned) weight matrix ``w`` once for the session: B from the
