@@ -14,7 +14,10 @@ model flagged at all. ABS-lite (stimulation 30x on the last hidden layer, 20 ima
 top 10 neurons' triggers reverse-engineered for 300 steps within 6% of the pixels) detects
 a model when a target label's REASR reaches 0.9; same false-positive rule.
 
-``--quick``: 1 epoch, 2,000 test images, fewer STRIP inputs.
+``--quick``: 1 epoch, 2,000 test images, fewer STRIP inputs. ``--seeds N``: every model
+(clean and backdoored) trained and scanned for seeds 0..N-1; the headline numbers are means
+over seeds (detection and false-positive rates: the share of models flagged), with the worst
+attack success and clean drop beside. Seed 0 reproduces a single-seed run.
 
 Writes benchmarks/results/backdoor.json: mnist_<attack>_asr, mnist_<attack>_clean_drop_pt,
 detect_strip_<attack>, detect_nc_<attack>, detect_abs_<attack>, false_positive_strip,
@@ -55,10 +58,9 @@ def _strip_rate(model, triggers, test, train, n: int, seed: int) -> float:
     return backdoor.strip(model, triggered, clean, train, frr=0.01, copies=32).detection_rate
 
 
-def main() -> None:
-    args = common.parser("backdoor", __doc__.splitlines()[0]).parse_args()
-    epochs, n_strip = (1, 100) if args.quick else (EPOCHS, 300)
-    base = prepare("mnist", "lenet", seed=0)
+def one_seed(seed: int, epochs: int, n_strip: int, quick: bool) -> dict:
+    """Every measurement for one seed (weights, poisoning draws, triggers, scans' data)."""
+    base = prepare("mnist", "lenet", seed=seed)
     clean_model = copy.deepcopy(base.model)
     fit(
         clean_model,
@@ -67,32 +69,31 @@ def main() -> None:
         batch_size=64,
         lr=1e-3,
         optimizer="adam",
-        seed=0,
+        seed=seed,
         device="cpu",
         quiet=True,
     )
     clean_acc = evaluate(clean_model, base.test, device="cpu")["accuracy"]
-    results = {"clean_accuracy": clean_acc, "epochs": epochs, "runs": {}}
+    results = {"clean_accuracy": clean_acc, "runs": {}}
     nc_data = base.test.subset(torch.randperm(len(base.test))[:2000])
-    nc_cfg = backdoor.CleanseConfig(steps=100 if args.quick else 300)
+    nc_cfg = backdoor.CleanseConfig(steps=100 if quick else 300)
     on_clean_model = backdoor.neural_cleanse(clean_model, nc_data, nc_cfg)
     results["false_positive_nc"] = float(on_clean_model.backdoored)
     results["nc_clean_anomaly_index"] = on_clean_model.anomaly
-    abs_cfg = backdoor.AbsConfig(steps=100 if args.quick else 300)
+    abs_cfg = backdoor.AbsConfig(steps=100 if quick else 300)
     abs_clean = backdoor.abs_scan(clean_model, nc_data, abs_cfg)
     results["false_positive_abs"] = float(abs_clean.backdoored)
     results["abs_clean_max_reasr"] = abs_clean.max_reasr
     false_positives = []
     for name, attack in ATTACKS.items():
-        cfg = backdoor.AttackConfig(
-            **attack, rate=0.1, size=SIZE, epochs=epochs, batch_size=64, lr=1e-3, optimizer="adam"
-        )
+        cfg = backdoor.AttackConfig(**attack, rate=0.1, size=SIZE, epochs=epochs, batch_size=64,
+                                    lr=1e-3, optimizer="adam", seed=seed)  # fmt: skip
         model = copy.deepcopy(base.model)
         r = backdoor.train_backdoored(model, base.train, base.test, cfg, quiet=True)
-        caught = _strip_rate(r.model, r.triggers, base.test, base.train, n_strip, seed=1)
+        caught = _strip_rate(r.model, r.triggers, base.test, base.train, n_strip, seed=seed + 1)
         cleansed = backdoor.neural_cleanse(r.model, nc_data, nc_cfg)
         scanned = backdoor.abs_scan(r.model, nc_data, abs_cfg)
-        on_clean = _strip_rate(clean_model, r.triggers, base.test, base.train, n_strip, seed=1)
+        on_clean = _strip_rate(clean_model, r.triggers, base.test, base.train, n_strip, seed + 1)
         false_positives.append(on_clean >= 0.5)
         results[f"mnist_{name}_asr"] = r.attack_success
         results[f"mnist_{name}_clean_drop_pt"] = 100 * (clean_acc - r.clean_accuracy)
@@ -111,9 +112,36 @@ def main() -> None:
             "abs_top_labels": [c.label for c in scanned.candidates[:5]],
             "seconds": round(r.seconds, 1),
         }
-        print(f"{name}: clean {r.clean_accuracy:.4f} asr {r.attack_success:.4f} strip {caught:.2f}"
-              f" nc {cleansed.flagged} abs {scanned.flagged}", flush=True)  # fmt: skip
+        print(f"seed {seed} {name}: clean {r.clean_accuracy:.4f} asr {r.attack_success:.4f} "
+              f"strip {caught:.2f} nc {cleansed.flagged} abs {scanned.flagged}",
+              flush=True)  # fmt: skip
     results["false_positive_strip"] = sum(false_positives) / len(false_positives)
+    return results
+
+
+def combined(per_seed: list[dict]) -> dict:
+    """Means over seeds of every headline number (a detection or false-positive rate is then
+    the share of models flagged), with the worst attack success and clean drop beside."""
+    keys = [k for k, v in per_seed[0].items() if isinstance(v, float)]
+    out = {k: sum(r[k] for r in per_seed) / len(per_seed) for k in keys}
+    for k in keys:
+        if k.endswith("_asr"):
+            out[f"{k}_min"] = min(r[k] for r in per_seed)
+        if k.endswith("_clean_drop_pt"):
+            out[f"{k}_max"] = max(r[k] for r in per_seed)
+    return out
+
+
+def main() -> None:
+    p = common.parser("backdoor", __doc__.splitlines()[0])
+    p.add_argument(
+        "--seeds", type=int, default=1, help="models per attack and clean (seeds 0..N-1)"
+    )
+    args = p.parse_args()
+    epochs, n_strip = (1, 100) if args.quick else (EPOCHS, 300)
+    per_seed = [one_seed(seed, epochs, n_strip, args.quick) for seed in range(args.seeds)]
+    results = {**combined(per_seed), "epochs": epochs, "seeds": args.seeds,
+               "per_seed": per_seed}  # fmt: skip
     common.write_results("backdoor", results, args, "torch")
 
 
