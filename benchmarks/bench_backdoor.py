@@ -17,7 +17,8 @@ a model when a target label's REASR reaches 0.9; same false-positive rule.
 ``--quick``: 1 epoch, 2,000 test images, fewer STRIP inputs. ``--seeds N``: every model
 (clean and backdoored) trained and scanned for seeds 0..N-1; the headline numbers are means
 over seeds (detection and false-positive rates: the share of models flagged), with the worst
-attack success and clean drop beside. Seed 0 reproduces a single-seed run.
+attack success and clean drop beside. Seed 0 reproduces a single-seed run; ``--merge FILE``
+takes the seeds a results file already holds and runs the rest (same code, same seeds).
 
 Writes benchmarks/results/backdoor.json: mnist_<attack>_asr, mnist_<attack>_clean_drop_pt,
 detect_strip_<attack>, detect_nc_<attack>, detect_abs_<attack>, false_positive_strip,
@@ -27,6 +28,8 @@ false_positive_nc, false_positive_abs, for attack in badnets, random, ban, cban.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import torch
 
@@ -137,10 +140,13 @@ def main() -> None:
     p.add_argument(
         "--seeds", type=int, default=1, help="models per attack and clean (seeds 0..N-1)"
     )
+    p.add_argument("--merge", type=Path, help="a results file of seeds 0..K-1: run K.. only")
     args = p.parse_args()
     epochs, n_strip = (1, 100) if args.quick else (EPOCHS, 300)
-    per_seed = [one_seed(seed, epochs, n_strip, args.quick) for seed in range(args.seeds)]
-    results = {**combined(per_seed), "epochs": epochs, "seeds": args.seeds,
+    done = json.loads(args.merge.read_text())["results"]["per_seed"] if args.merge else []
+    per_seed = done + [one_seed(seed, epochs, n_strip, args.quick)
+                       for seed in range(len(done), args.seeds)]  # fmt: skip
+    results = {**combined(per_seed), "epochs": epochs, "seeds": len(per_seed),
                "per_seed": per_seed}  # fmt: skip
     common.write_results("backdoor", results, args, "torch")
 
