@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from veil.encrypted.mpc.comm import Aborted, LocalNetwork
+from veil.encrypted.mpc.model import DEALERS
 from veil.encrypted.mpc.protocols import Party, serve_dealer, setup_seeds
 from veil.encrypted.mpc.ring import FRAC_BITS, MPCError, decode, encode
-
-DEALERS = ("trusted", "client")
 
 
 class Shared:
