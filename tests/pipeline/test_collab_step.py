@@ -38,5 +38,5 @@ def test_collab_step_trains_and_reports(tmp_path):
 
 def test_collab_step_refuses_fractional_rounds(tmp_path):
     text = SCENARIO.replace("epochs = 3", "epochs = 2.5")
-    with pytest.raises(VeilError, match="whole number"):
+    with pytest.raises(VeilError, match="must be whole"):
         pipeline.run(pipeline.parse(text), tmp_path / "out")

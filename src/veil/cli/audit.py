@@ -217,7 +217,6 @@ def backdoor_attack(
     from veil.audit import backdoor
     from veil.cli.train import check_outputs, save_outputs
     from veil.core.errors import ConfigError
-    from veil.core.guarantees import Record
     from veil.core.train import prepare
 
     ledger_path = check_outputs(out, ledger, force)
@@ -237,16 +236,7 @@ def backdoor_attack(
     )
     p = prepare(data, model, limit=limit, seed=seed)
     result = backdoor.train_backdoored(p.model, p.train, p.test, cfg)
-    record = Record(
-        "backdoor-attack",
-        "backdoor-attack",
-        metrics={"test_accuracy": result.clean_accuracy, "attack_success": result.attack_success},
-        details={
-            "config": {**cfg.__dict__, "targets": list(labels), "size": result.triggers.size},
-            "per_target": {str(k): v for k, v in result.per_target.items()},
-            "seconds": round(result.seconds, 2),
-        },
-    )
+    record = result.record("backdoor-attack")
     save_outputs(out, ledger_path, p, record, f"backdoor ({method}) {model} on {data}")
     Console(stderr=True).print(
         f"clean accuracy {result.clean_accuracy:.4f}, attack success {result.attack_success:.4f} "
@@ -274,17 +264,13 @@ def backdoor_scan(
     not models: `veil audit backdoor strip`."""
     from rich.console import Console
 
-    from veil.audit import backdoor
-    from veil.audit.backdoor.abs_scan import guarantee as abs_entry
-    from veil.audit.backdoor.neural_cleanse import guarantee as nc_entry
+    from veil.audit.backdoor.scan import defenses_from, scan_model
     from veil.core import data as data_mod
-    from veil.core.errors import ConfigError, refuse_overwrite
+    from veil.core.errors import refuse_overwrite
     from veil.core.guarantees import Ledger
     from veil.core.io import load_model
 
-    chosen = [d.strip() for d in defenses.split(",") if d.strip()]
-    if not chosen or set(chosen) - {"nc", "abs"}:
-        raise ConfigError(f"--defenses takes nc and/or abs, got {defenses!r}")
+    chosen = defenses_from(defenses)
     out = ledger or model.with_suffix(".backdoor.json")
     refuse_overwrite(out, force)
     loaded = load_model(model)
@@ -292,12 +278,8 @@ def backdoor_scan(
     clean = data_mod.load(name, "test")
     clean = clean.subset(data_mod.sample_indices(len(clean), min(limit, len(clean)), 0))
     run = Ledger.start(f"backdoor scan of {model.name}", command="veil audit backdoor scan")
-    if "nc" in chosen:
-        found = backdoor.neural_cleanse(loaded.model, clean, backdoor.CleanseConfig(steps=steps))
-        run.add(nc_entry(found))
-    if "abs" in chosen:
-        cfg = backdoor.AbsConfig(steps=steps, bound=bound)
-        run.add(abs_entry(backdoor.abs_scan(loaded.model, clean, cfg)))
+    for entry in scan_model(loaded.model, clean, chosen, steps, bound):
+        run.add(entry)
     run.finish(status="ok")
     run.save(out)
     for entry in run.entries:

@@ -23,33 +23,6 @@ COMPARE_HELP = (
 RANGE_HELP = "The public range of the input values (auto comparisons are sized on it)."
 
 
-def _range(text: str) -> tuple[float, float]:
-    from veil.core.errors import ConfigError
-
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError as e:
-        raise ConfigError(f"--input-range takes LOW,HIGH like 0,1; got {text!r}") from e
-    if not low < high:
-        raise ConfigError(f"--input-range needs LOW < HIGH, got {text!r}")
-    return low, high
-
-
-def _images(name: str, limit: int | None, seed: int = 0):
-    from veil.core.data import sample_arrays
-
-    x, y = sample_arrays(name, "test", limit, seed)
-    return x.reshape(len(x), -1), y
-
-
-def _shared_model(path: Path):
-    from veil.core.io import load_model
-    from veil.encrypted.mpc.model import compile_shared
-
-    loaded = load_model(path)
-    return compile_shared(loaded.model, loaded.spec.input_shape), loaded
-
-
 def _pixel_part(paths: list[Path], holders: str | None, key: Path | None, bits: int):
     """This rank's XOR part of a shared 8-bit image, flattened to one row."""
     from veil.core.errors import ConfigError
@@ -83,15 +56,6 @@ def _stop_dealer(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _traffic_numbers(traffic, images: int) -> dict:
-    """Rounds and bytes per image for the ledger, from one rank's traffic (over processes,
-    the input owner's) or every rank's (threads: summed)."""
-    ranks = traffic if isinstance(traffic, list) else [traffic]
-    sent = sum(t["bytes_sent"] for t in ranks)
-    who = "all_parties" if len(ranks) > 1 else "input_owner"
-    return {"rounds": ranks[0]["rounds"], f"bytes_sent_per_image_{who}": round(sent / images, 1)}
 
 
 def _weight_file(path: Path, rank: int, parties: int) -> tuple[list, dict]:
@@ -139,11 +103,11 @@ def party(
     """Run one rank of a private inference over TCP (torch.distributed, gloo). The input is
     rank 1's data set, or an image shared with `veil image share` whose shares ranks 0 and 1
     hold (nobody reconstructs it)."""
-
     import torch
 
     from veil.core.errors import ConfigError
     from veil.encrypted.mpc.comm import GlooComm
+    from veil.encrypted.mpc.infer import load_shared, parse_range, test_images
     from veil.encrypted.mpc.model import run_party
 
     if serve_dealer and rank != 1:
@@ -156,13 +120,13 @@ def party(
     elif rank == 0:
         if model is None:
             raise ConfigError("rank 0 holds the model: pass --model (or --weight-shares)")
-        shared, _ = _shared_model(model)
+        shared, _ = load_shared(model)
     if image_share and rank < parties:
         part = _pixel_part(image_share, holders, key, bits)
     elif rank == 1:
         if data is None:
             raise ConfigError("rank 1 holds the input: pass --data (or --image-share)")
-        images, labels = _images(data, limit)
+        images, labels = test_images(data, limit)
     torch.set_num_threads(1)  # one core per rank: ranks on one machine do not oversubscribe
     dealer = _start_dealer(master, parties) if serve_dealer else None
     comm = GlooComm(rank, parties, master)
@@ -171,7 +135,7 @@ def party(
         comm.dist.broadcast(n, src=1)
         out = run_party(comm, shared, images, int(n.item()), labels_only=labels_only,
                         image_shares=part, repeat=repeat, compare_bits=compare_bits,
-                        input_range=_range(input_range), weight_shares=mine,
+                        input_range=parse_range(input_range), weight_shares=mine,
                         sharing_id=sharing)  # fmt: skip
         times = out.get("times", [0.0])  # the dealer times nothing
         # the first inference of a session warms up; the median of the rest
@@ -210,51 +174,21 @@ def infer(
     ),
 ) -> None:
     """Classify test images privately; compare with the plaintext model."""
-    import numpy as np
-
-    from veil.core.errors import ConfigError
     from veil.core.guarantees import Ledger
-    from veil.encrypted.mpc.launch import run_processes
-    from veil.encrypted.mpc.model import guarantees, infer_threads
+    from veil.encrypted.mpc.infer import infer_saved
+    from veil.encrypted.mpc.model import guarantees
 
-    shared, loaded = _shared_model(model)
-    name = loaded.data_name(data, hint="pass --data")
-    x, y = _images(name, limit)
-    if engine == "threads":
-        import time
-
-        start = time.perf_counter()
-        out = infer_threads(shared, x, labels_only=labels_only, parties=parties,
-                            compare_bits=compare_bits, input_range=_range(input_range))  # fmt: skip
-        out["seconds"] = time.perf_counter() - start
-    elif engine == "processes":
-        out = run_processes(model, name, limit, labels_only=labels_only, parties=parties,
-                            compare_bits=compare_bits, input_range=input_range,
-                            client_dealer=dealer == "client")  # fmt: skip
-    else:
-        raise ConfigError(f"unknown engine {engine!r}; use processes or threads")
-    plain = shared.forward(x)
-    logits = None if labels_only else np.asarray(out["logits"])
-    predicted = np.asarray(out["labels"]) if labels_only else logits.argmax(1)
-    numbers = {
-        "images": len(x),
-        "accuracy_mpc": float((predicted == y).mean()),
-        "accuracy_plain": float((plain.argmax(1) == y).mean()),
-        "argmax_agreement": float((predicted == plain.argmax(1)).mean()),
-        "seconds": round(out["seconds"], 3),
-        **_traffic_numbers(out["traffic"], len(x)),
-    }
-    if logits is not None:
-        numbers["max_abs_error"] = float(np.abs(logits - plain).max())
+    numbers, used_bits = infer_saved(model, data, limit, engine, labels_only, parties,
+                                     compare_bits, input_range, dealer)  # fmt: skip
+    name, seconds = numbers.pop("data"), numbers["seconds"]
     typer.echo(
-        f"{len(x)} {name} images classified on shares ({parties} parties, {engine}): accuracy "
-        f"{numbers['accuracy_mpc']:.4f} (plaintext {numbers['accuracy_plain']:.4f}), argmax "
-        f"agreement {numbers['argmax_agreement']:.4f}, {out['seconds']:.2f} s"
+        f"{numbers['images']} {name} images classified on shares ({parties} parties, {engine}): "
+        f"accuracy {numbers['accuracy_mpc']:.4f} (plaintext {numbers['accuracy_plain']:.4f}), "
+        f"argmax agreement {numbers['argmax_agreement']:.4f}, {seconds:.2f} s"
     )
     if ledger:
         run = Ledger.start(f"mpc infer {name}")
-        for g in guarantees(numbers, "mpc-infer", labels_only, parties, out["compare_bits"],
-                            dealer):  # fmt: skip
+        for g in guarantees(numbers, "mpc-infer", labels_only, parties, used_bits, dealer):
             run.add(g)
         run.finish()
         run.save(ledger)
@@ -277,6 +211,7 @@ def infer_shared(
 
     from veil.core.errors import ConfigError
     from veil.core.guarantees import Ledger
+    from veil.encrypted.mpc.infer import test_images
     from veil.encrypted.mpc.launch import shared_weights_processes
     from veil.encrypted.mpc.model import guarantees, infer_threads
 
@@ -284,7 +219,7 @@ def infer_shared(
     name = data or loaded[0][1].get("data")
     if not name:
         raise ConfigError("the share files name no data set: pass --data")
-    x, y = _images(name, limit)
+    x, y = test_images(name, limit)
     parties = len(loaded)
     if engine == "threads":
         out = infer_threads(None, x, parties=parties, weight_shares=[s for s, _ in loaded],
@@ -318,6 +253,7 @@ def infer_shares(
     (the model) holds the first share, rank 1 the other k-1, as 3 processes on 127.0.0.1;
     each turns its shares into an XOR part of the pixels and the model runs on those."""
     from veil.core.guarantees import Ledger
+    from veil.encrypted.mpc.infer import traffic_numbers
     from veil.encrypted.mpc.launch import image_processes
     from veil.encrypted.mpc.model import guarantees
 
@@ -327,7 +263,7 @@ def infer_shares(
     typer.echo(f"label {label}{shown} ({out['seconds']:.2f} s); the image was never rebuilt")
     if ledger:
         numbers = {"images": 1, "seconds": round(out["seconds"], 3), "shares": len(shares),
-                   **_traffic_numbers(out["traffic"], 1)}  # fmt: skip
+                   **traffic_numbers(out["traffic"], 1)}  # fmt: skip
         run = Ledger.start(f"mpc infer-shares {model.name}")
         for g in guarantees(numbers, step="mpc-infer-shares", labels_only=labels_only):
             run.add(g)

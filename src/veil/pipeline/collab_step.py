@@ -43,11 +43,8 @@ class CollabTrainConfig(TrainingFields):
 @register_step("collab-train", CollabTrainConfig, produces="model")
 def run_collab_train(cfg: CollabTrainConfig, ctx: RunContext) -> Artifact:
     from veil import collab
-    from veil.core.errors import ScenarioError
     from veil.core.train import Prepared
 
-    if cfg.epochs != int(cfg.epochs):
-        raise ScenarioError(f"step {cfg.id}: epochs counts rounds here; give a whole number")
     config = collab.CollabConfig.from_flat(
         algo=cfg.algo,
         data=cfg.data,
@@ -55,7 +52,7 @@ def run_collab_train(cfg: CollabTrainConfig, ctx: RunContext) -> Artifact:
         model_options=cfg.model_options,
         participants=cfg.participants,
         partition=cfg.partition,
-        rounds=int(cfg.epochs),
+        rounds=cfg.whole_epochs("epochs (rounds here)"),
         order=cfg.order,
         theta_up=cfg.theta_up,
         theta_down=cfg.theta_down,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from veil.core.errors import ScenarioError, VeilError, refuse_overwrite
 from veil.core.guarantees import Ledger
-from veil.pipeline.scenario import Scenario
+from veil.pipeline.scenario import ANY_FILE, Scenario
 from veil.pipeline.steps import RunContext, step_kind
 
 OUTPUTS = ("ledger.json", "report.html")
@@ -31,7 +31,7 @@ def check_graph(scenario: Scenario) -> None:
                     f"{where}: {step.id}.{fld} needs {kind} {name!r}, which no earlier "
                     "step produces"
                 )
-            elif produced[name] != kind:
+            elif produced[name] != kind and not (kind == ANY_FILE and produced[name]):
                 problems.append(
                     f"{where}: {step.id}.{fld} needs a {kind}, but step {name!r} "
                     f"produces {produced[name] or 'nothing'}"

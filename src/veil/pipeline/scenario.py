@@ -22,8 +22,12 @@ BUNDLED_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "clinic"
 
 
+ANY_FILE = "file"
+
+
 def ref(artifact_kind: str, **kw):
-    """A field that names the output of an earlier step, of kind ``artifact_kind``."""
+    """A field that names the output of an earlier step, of kind ``artifact_kind`` (or a list
+    of them); kind :data:`ANY_FILE` takes any step that produces something."""
     return Field(json_schema_extra={"artifact": artifact_kind}, **kw)
 
 
@@ -54,7 +58,11 @@ class StepConfig(Strict):
         for name, info in type(self).model_fields.items():
             extra = info.json_schema_extra
             value = getattr(self, name)
-            if isinstance(extra, dict) and "artifact" in extra and value is not None:
+            if not (isinstance(extra, dict) and "artifact" in extra) or value is None:
+                continue
+            if isinstance(value, list | tuple):
+                out.update({f"{name}[{i}]": (v, extra["artifact"]) for i, v in enumerate(value)})
+            else:
                 out[name] = (value, extra["artifact"])
         return out
 

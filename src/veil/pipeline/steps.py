@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from veil.core.errors import ScenarioError
-from veil.pipeline.scenario import StepConfig, ref
+from veil.pipeline.scenario import ANY_FILE, StepConfig, ref
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunContext:
 
     def artifact(self, name: str, kind: str) -> Artifact:
         art = self.artifacts.get(name)
-        if art is None or art.kind != kind:
+        if art is None or (art.kind != kind and not (kind == ANY_FILE and art.path)):
             raise ScenarioError(f"no {kind} named {name!r} was produced by an earlier step")
         return art
 
@@ -67,6 +67,10 @@ STEP_MODULES = (
     "veil.pipeline.he_step",
     "veil.pipeline.deid_step",
     "veil.pipeline.enclave_step",
+    "veil.pipeline.protect_step",
+    "veil.pipeline.backdoor_step",
+    "veil.pipeline.mpc_step",
+    "veil.pipeline.imaging_step",
 )
 _loaded = False
 
@@ -139,6 +143,12 @@ class TrainingFields(StepConfig):
     def seed_in(self, ctx: RunContext) -> int:
         return ctx.seed if self.seed is None else self.seed
 
+    def whole_epochs(self, what: str = "epochs") -> int:
+        """``epochs`` as an int, refused with a clear error when it is fractional."""
+        if self.epochs != int(self.epochs):
+            raise ScenarioError(f"step {self.id}: {what} must be whole here, got {self.epochs}")
+        return int(self.epochs)
+
 
 def save_trained(ctx: RunContext, cfg: TrainingFields, prepared, record) -> Artifact:
     """Write a trained step's model file and ledger record; return its model artifact."""
@@ -165,27 +175,31 @@ class TrainConfig(TrainingFields):
     weight_decay: float = Field(0.0, ge=0)
 
 
-@register_step("train", TrainConfig, produces="model")
-def run_train(cfg: TrainConfig, ctx: RunContext) -> Artifact:
+def fit_plain(cfg: TrainingFields, ctx: RunContext, prepared, data=None, **extra):
+    """Train ``prepared.model`` with ``cfg``'s schedule on ``data`` (default: its training
+    split), evaluated on its test split; return veil.core.train's ``Trained``."""
     from veil.core.train import Trained, fit
 
-    p = cfg.prepare(ctx)
-    if cfg.epochs != int(cfg.epochs):
-        raise ScenarioError(f"step {cfg.id}: plain training takes whole epochs, got {cfg.epochs}")
+    p = prepared
     result = fit(
         p.model,
-        p.train,
+        p.train if data is None else data,
         eval_data=p.test,
-        epochs=int(cfg.epochs),
+        epochs=cfg.whole_epochs(),
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
         seed=cfg.seed_in(ctx),
         quiet=ctx.quiet,
+        **extra,
     )
-    trained = Trained(p.model, p.spec, p.train, p.test, p.subset, result)
+    return Trained(p.model, p.spec, p.train, p.test, p.subset, result)
+
+
+@register_step("train", TrainConfig, produces="model")
+def run_train(cfg: TrainConfig, ctx: RunContext) -> Artifact:
+    trained = fit_plain(cfg, ctx, cfg.prepare(ctx), weight_decay=cfg.weight_decay)
     return save_trained(ctx, cfg, trained, trained.record(cfg.id))
 
 

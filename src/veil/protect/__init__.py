@@ -5,15 +5,24 @@
 - :mod:`veil.protect.sign`: Ed25519-signed manifests of file digests.
 """
 
-from veil.protect.seal import SealError, seal_bytes, seal_file, unseal_bytes, unseal_file
-from veil.protect.sign import SignatureError, sign, verify
+from veil.protect.seal import (
+    SealError,
+    seal_bytes,
+    seal_file,
+    seal_guarantee,
+    unseal_bytes,
+    unseal_file,
+)
+from veil.protect.sign import SignatureError, sign, signature_guarantee, verify
 
 __all__ = [
     "SealError",
     "SignatureError",
     "seal_bytes",
     "seal_file",
+    "seal_guarantee",
     "sign",
+    "signature_guarantee",
     "unseal_bytes",
     "unseal_file",
     "verify",

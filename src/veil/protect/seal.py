@@ -129,3 +129,31 @@ def unseal_file(sealed: str | Path, private_key: str | Path) -> bytes:
     except OSError as e:
         raise SealError(f"cannot read {sealed}: {e}") from e
     return unseal_bytes(blob, key, str(sealed))
+
+
+THREAT_MODEL = (
+    "whoever holds the sealed file but not the recipient's private key learns only the "
+    "model's size, and cannot change a byte unnoticed; a device that unseals holds the plain "
+    "model in memory: sealing protects files at rest and in transit"
+)
+
+
+def seal_guarantee(what: str, sealed: bytes, step: str = ""):
+    """The model-privacy ledger entry for ``sealed`` (a blob from :func:`seal_bytes`)."""
+    from veil.core.guarantees import Guarantee
+
+    header, _, _ = _parse(sealed, what)
+    return Guarantee(
+        guarantee="model",
+        mechanism="sealed model file (AES-256-GCM, X25519 key wrap)",
+        claim=f"{what}: only the holder of recipient key {header['recipient'][:16]}… can open "
+        "it; a changed byte is refused",
+        threat_model=THREAT_MODEL,
+        parameters={
+            "cipher": header["cipher"],
+            "wrap": header["wrap"],
+            "recipient": header["recipient"],
+        },  # fmt: skip
+        numbers={"sealed_bytes": len(sealed)},
+        step=step,
+    )

@@ -103,7 +103,7 @@ def test_three_processes_agree_with_threads(tmp_path):
     over_tcp = run_processes(path, "digits", 30)
     loaded = load_model(path)
     shared = compile_shared(loaded.model, loaded.spec.input_shape)
-    from veil.cli.mpc import _images
+    from veil.encrypted.mpc.infer import test_images as _images
 
     x, y = _images("digits", 30)
     in_process = infer_threads(shared, x)

@@ -56,6 +56,23 @@ class Backdoored:
     per_target: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    def record(self, step: str):
+        """The ledger record of the attack: clean accuracy, success per target, settings."""
+        from veil.core.guarantees import Record
+
+        cfg = self.config
+        settings = {**cfg.__dict__, "targets": list(cfg.targets), "size": self.triggers.size}
+        return Record(
+            "backdoor-attack",
+            step,
+            metrics={"test_accuracy": self.clean_accuracy, "attack_success": self.attack_success},
+            details={
+                "config": settings,
+                "per_target": {str(k): v for k, v in self.per_target.items()},
+                "seconds": round(self.seconds, 2),
+            },
+        )
+
 
 def _poison(x, triggers: TriggerSet, rate: float, gen: torch.Generator):
     """The first ``rate`` share of the batch, and a target drawn for each of them."""
