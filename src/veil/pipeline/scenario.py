@@ -8,6 +8,7 @@ graph before starting anything.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Scenario:
     steps: list[StepConfig]
     source: str = "<string>"
     lines: dict[tuple, int] = field(default_factory=dict)
+    digest: str = ""  # SHA-256 of the scenario's text (the report's reproducibility footer)
 
 
 def key_lines(text: str) -> dict[tuple, int]:
@@ -154,7 +156,7 @@ def parse(text: str, source: str = "<string>") -> Scenario:
             steps.append(config_for(kind)(**raw))
         except ValidationError as e:
             raise ScenarioError(_explain(source, lines, ("steps", i), e)) from e
-    return Scenario(header, steps, source, lines)
+    return Scenario(header, steps, source, lines, hashlib.sha256(text.encode()).hexdigest())
 
 
 def bundled() -> list[str]:
