@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.veil-installed
 TORCH  := torch==2.13.0
-DEBS   := bubblewrap libseccomp2 dataset-fashion-mnist
+DEBS   := bubblewrap libseccomp2 dataset-fashion-mnist chromium
 
 # Tests and benchmarks read the shared data folder when it is there.
 SHARED_DATA := $(wildcard ../shared/data)
@@ -15,7 +15,7 @@ ifneq ($(SHARED_DATA),)
 export VEIL_DATA ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: setup demo test bench bench-quick lint format clean
+.PHONY: setup demo screenshot test bench bench-quick lint format clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/veil run --out veil-out --force
+	$(BIN)/veil run --out veil-out
 	@echo "open veil-out/report.html"
+
+# The README's screenshot: the default scenario's report rendered in headless Chromium.
+screenshot: demo
+	$(BIN)/veil report veil-out/ledger.json -o veil-out/report.html --force \
+	  --screenshot docs/report.png
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2

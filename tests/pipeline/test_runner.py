@@ -1,4 +1,4 @@
-"""Running scenarios: outputs written, overwrite refused, failures keep the ledger."""
+"""Running scenarios: outputs written, another run's folder refused, failures keep the ledger."""
 
 import json
 
@@ -39,6 +39,13 @@ def test_run_writes_ledger_report_and_model(tmp_path):
     ev = saved.records[1]
     assert ev.metrics["accuracy"] == saved.records[0].metrics["test_accuracy"]
     assert len(ev.details["per_class_accuracy"]) == 10
+    import hashlib
+
+    digest = hashlib.sha256(TINY.encode()).hexdigest()
+    assert saved.run["scenario_sha256"] == digest and "torch" in saved.run["versions"]
+    footer = (out / "report.html").read_text().split('<footer id="reproduce">')[1]
+    assert digest in footer and f"torch {saved.run['versions']['torch']}" in footer
+    assert "seed 2" in footer
 
 
 def test_run_refuses_to_overwrite(tmp_path):

@@ -6,6 +6,7 @@ from rich.console import Console
 
 from veil.core.guarantees import Guarantee, Ledger, Record
 from veil.report import render_html, summary_rows, summary_table, write_html
+from veil.report.summary import verdict
 
 SECTION_IDS = [
     "summary",
@@ -94,10 +95,35 @@ def test_reconstructed_images_are_drawn_not_printed():
 def test_summary_verdicts():
     rows = {r["guarantee"]: r for r in summary_rows(_ledger())}
     assert rows["input"]["status"] == "claimed" and rows["input"]["mechanisms"] == ["CKKS"]
+    assert (rows["input"]["verdict"], rows["input"]["reason"]) == (
+        "holds",
+        "given by CKKS; no audit ran",
+    )
     assert rows["training-data"]["status"] == "supported"
     assert rows["training-data"]["audits"] == ["LiRA"]
+    assert rows["training-data"]["verdict"] == "not claimed"  # an audit alone claims nothing
+    assert "1 audit(s) found no breach" in rows["training-data"]["reason"]
     assert rows["model"]["status"] == "not claimed"
     console = Console(record=True, width=200)
     console.print(summary_table(_ledger()))
     text = console.export_text()
-    assert "Input privacy" in text and "supported" in text
+    assert "Input privacy" in text and "holds" in text
+
+
+def _dp(step: str, status: str = "claimed") -> Guarantee:
+    return Guarantee("training-data", "DP-SGD", "(1, 1e-5)-DP", "t", step=step, status=status)
+
+
+def test_verdict_is_partial_when_a_trained_model_has_no_guarantee():
+    ledger = _ledger()  # its "fit" step trained a model and claims nothing for it
+    ledger.add(_dp("private"))
+    ledger.record(Record("train", "private", metrics={"test_accuracy": 0.9}))
+    word, reason = verdict(ledger, "training-data")
+    assert word == "partial" and "holds for private; not for fit" in reason
+    ledger.entries.append(
+        Guarantee("audit", "LiRA", "leaks", "t", tests="training-data", status="violated")
+    )
+    word, reason = verdict(ledger, "training-data")
+    assert word == "does not hold" and "LiRA" in reason
+    html = render_html(ledger)
+    assert 'class="card v-does-not-hold"' in html and 'class="card v-holds"' in html

@@ -93,8 +93,9 @@ class DPConfig:
             raise ConfigError(f"ema decay must be in (0, 1), got {self.ema}")
         check_delta_for(self.delta, n)
 
-    def plan(self, n: int) -> tuple[float, int, float, float]:
-        """Sampling rate q, number of steps, noise multiplier σ, and the ε they give."""
+    def plan(self, n: int, account: bool = True) -> tuple[float, int, float, float | None]:
+        """Sampling rate q, number of steps, noise multiplier σ, and the ε they give (None
+        when ``account`` is False and σ is given: a caller that accounts for itself)."""
         self.validate(n)
         q = self.batch_size / n
         steps = max(1, round(self.epochs / q))
@@ -102,6 +103,8 @@ class DPConfig:
             sigma = calibrate_sigma(self.epsilon, q, steps, self.delta, self.accountant)
         else:
             sigma = self.sigma
+        if not account and self.sigma is not None:
+            return q, steps, sigma, None
         eps = Accountant(self.accountant).add(GaussianEvent(sigma, q, steps)).epsilon(self.delta)
         return q, steps, sigma, eps
 
@@ -111,11 +114,12 @@ class DPResult:
     """The trained model, its guarantee, and the run's history."""
 
     model: nn.Module
-    guarantee: Guarantee
+    guarantee: Guarantee | None  # None when trained with account=False
     history: list[dict] = field(default_factory=list)
     epsilon_curve: list[list[float]] = field(default_factory=list)
     final: dict = field(default_factory=dict)
     seconds: float = 0.0
+    steps: int = 0
 
     def curves(self) -> dict[str, list[float]]:
         return history_curves(self.history)
@@ -242,6 +246,7 @@ def train(
     step: str = "",
     device: str = "auto",
     quiet: bool | None = None,
+    account: bool = True,
     **overrides,
 ) -> DPResult:
     """Train ``model`` on ``data`` with DP-SGD; return it with its ``Guarantee``.
@@ -257,7 +262,8 @@ def train(
         print(result.guarantee.claim)        # (3, 1e-05)-DP for each training example
 
     Keyword ``overrides`` set :class:`DPConfig` fields. With ``ledger`` given, the guarantee
-    is appended to it.
+    is appended to it. ``account=False`` (with σ given) skips the accounting: no guarantee,
+    no ε curve; for callers that account for many calls at once (DSSGD's local DP-SGD).
     """
     cfg = config or DPConfig()
     for key, value in overrides.items():
@@ -265,7 +271,7 @@ def train(
             raise ConfigError(f"unknown DP-SGD setting {key!r}")
         setattr(cfg, key, value)
     n = len(data)
-    q, steps, sigma, eps = cfg.plan(n)
+    q, steps, sigma, eps = cfg.plan(n, account)
     seed_everything(cfg.seed)
     dev = pick_device(device)
     full = model.to(dev)
@@ -287,7 +293,8 @@ def train(
     ema = WeightAverage(engine.params, cfg.ema) if cfg.ema else None
     steps_per_epoch = max(1, round(1 / q))
     history, start, stats = [], time.perf_counter(), [0.0, 0, 0, time.perf_counter()]
-    with progress(f"DP-SGD on {data.name} (ε={eps:.3g})", steps, quiet) as bar:
+    title = f"DP-SGD on {data.name}" + (f" (ε={eps:.3g})" if eps is not None else "")
+    with progress(title, steps, quiet) as bar:
         for t in range(1, steps + 1):
             loss_sum, correct, count = update(data, poisson_sample(n, q, gen))
             if ema:
@@ -303,13 +310,15 @@ def train(
                 stats = [0.0, 0, 0, time.perf_counter()]
                 bar.note(f"acc {history[-1].get('test_accuracy', float('nan')):.3f}")
     final = evaluate(model, eval_data, device=dev) if eval_data is not None else {}
+    if eps is None:
+        return DPResult(full, None, history, [], final, time.perf_counter() - start, steps)
     curve = _epsilon_curve(cfg, sigma, q, steps)
     guarantee = _guarantee(
         cfg, n, q, steps, sigma, eps, final, curve, engine.name, noise_source, step
     )
     if ledger is not None:
         ledger.add(guarantee)
-    return DPResult(full, guarantee, history, curve, final, time.perf_counter() - start)
+    return DPResult(full, guarantee, history, curve, final, time.perf_counter() - start, steps)
 
 
 def _epoch_row(epoch: int, stats, model, eval_data, dev) -> dict:

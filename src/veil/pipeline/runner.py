@@ -43,6 +43,25 @@ def check_graph(scenario: Scenario) -> None:
         raise ScenarioError("; ".join(problems))
 
 
+# Packages whose versions can change a run's numbers (the report's reproducibility footer).
+PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "dp-accounting", "opacus", "flwr",
+            "tenseal", "pydicom", "cryptography")  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    """Python's and the installed :data:`PACKAGES`' versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def _check_folder(out: Path, scenario: Scenario, force: bool) -> None:
     """An earlier run in ``out`` may be resumed only if it ran the same scenario."""
     if force or not (out / "ledger.json").exists():
@@ -91,6 +110,7 @@ def run(
         scenario_sha256=scenario.digest,
         seed=scenario.header.seed,
         steps=ids,
+        versions=versions(),
     )
     ctx = RunContext(out, ledger, seed=scenario.header.seed, quiet=quiet)
     done: dict[str, str] = {}  # step id -> its identity for the steps that use it

@@ -172,6 +172,26 @@ def privacy_utility(ledger: Ledger) -> list[Figure]:
     return [to_figure(fig, "Privacy/utility trade-off: accuracy against ε")]
 
 
+@register_plot("input")
+def stego_carriers(ledger: Ledger) -> list[Figure]:
+    """PSNR of each cover that carries an image share, against the 45 dB mark (1 bit per
+    channel is expected to stay above it)."""
+    out = []
+    for e in ledger.entries:
+        carriers = e.evidence.get("carriers")
+        if e.guarantee != "input" or not carriers:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 2.8))
+        ax.bar([f"share {c['share']}" for c in carriers], [c["psnr_db"] for c in carriers])
+        ax.axhline(45.0, ls="--", color="black", label="45 dB")
+        ax.set_ylabel("PSNR of stego vs cover (dB)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(to_figure(fig, f"Shares hidden in covers ({e.step or 'sharing'}): PSNR"))
+    return out
+
+
 @register_plot("audit")
 def membership_roc(ledger: Ledger) -> list[Figure]:
     """ROC curves of membership attacks on log-log axes, with the DP bound when one is claimed."""
