@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from veil.cli.main import main
-from veil.core.guarantees import Ledger
+from veil.core.guarantees import GUARANTEES, Ledger
 
 VEIL = [sys.executable, "-m", "veil.cli.main"]
 
@@ -67,10 +67,25 @@ def test_default_run_writes_both_files(tmp_path):
     assert deid.numbers["token_recall"] >= 0.8 and deid.numbers["gold_phi_missed"] <= 8
     assert ledger.entries[1].numbers["epsilon"] <= 3.0
     audits = [e for e in ledger.entries if e.guarantee == "audit"]
-    assert len(audits) == 3 and "epsilon" in audits[1].numbers  # the DP model's is checked
+    assert len(audits) == 6 and "epsilon" in audits[1].numbers  # the DP model's is checked
     assert audits[2].numbers["epsilon_lower_bound"] >= 0  # fresh noise: any verdict is possible
+    # every guarantee is stated, with numbers behind it
+    from veil.report.summary import verdict
+
+    verdicts = {kind: verdict(ledger, kind)[0] for kind in GUARANTEES}
+    assert verdicts["training-data"] == "partial"  # the plain baselines are named as such
+    assert verdicts["input"] == verdicts["output"] == verdicts["model"] == "holds"
+    for kind in GUARANTEES:
+        assert all(e.numbers for e in ledger.entries if e.guarantee == kind), kind
+    by_step = {(e.step, e.guarantee): e for e in ledger.entries}
+    assert by_step["tumour-dssgd", "training-data"].numbers["record_epsilon"] < 10
+    assert by_step["tumour-he-serve", "input"].numbers["argmax_agreement"] == 1.0
+    assert by_step["digits-mpc", "input"].numbers["argmax_agreement"] == 1.0
+    assert by_step["ct-shares", "input"].numbers["min_psnr_db"] >= 45
+    assert by_step["tumour-sealed", "model"].evidence["changed_byte_refused"]
+    assert by_step["digits-owned", "model"].numbers["p_value"] < 1e-20
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
-    assert "Training-data privacy" in proc.stdout
+    assert "Training-data privacy" in proc.stdout and "partial" in proc.stdout
 
 
 def test_missing_data_set(empty_root):
@@ -162,7 +177,7 @@ def test_train_then_evaluate_then_report(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     report = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "m.ledger.json"), "-o", str(report)]) == 0
-    assert 'id="training"' in report.read_text()
+    assert 'id="step-train"' in report.read_text()
 
 
 def test_data_list_shows_presence(capsys, shared_data):

@@ -8,16 +8,7 @@ from veil.core.guarantees import Guarantee, Ledger, Record
 from veil.report import render_html, summary_rows, summary_table, write_html
 from veil.report.summary import verdict
 
-SECTION_IDS = [
-    "summary",
-    "training-data",
-    "input",
-    "output",
-    "model",
-    "audit",
-    "training",
-    "artifacts",
-]
+SECTION_IDS = ["summary", "steps", "artifacts", "reproduce"]
 
 
 def _ledger():
@@ -58,7 +49,17 @@ def test_every_section_present_even_when_empty():
     html = render_html(Ledger.start("empty"))
     for sid in SECTION_IDS:
         assert f'id="{sid}"' in html
-    assert html.count("No step of this run gives this guarantee.") == 4
+    assert html.count('class="card v-not-claimed"') == 4 and "No step was recorded." in html
+
+
+def test_a_section_per_step_in_run_order_with_its_entries_and_plots():
+    ledger = Ledger.start("r", steps=["fit", "serve"], step_kinds={"fit": "train"})
+    ledger.add(Guarantee("input", "CKKS", "encrypted", "t", step="serve"))
+    ledger.record(Record("train", "fit", metrics={"acc": 0.9}, curves={"train_loss": [1.0, 0.5]}))
+    html = render_html(ledger)
+    fit, serve = html.index('id="step-fit"'), html.index('id="step-serve"')
+    assert fit < html.index("Training curves: fit") < serve < html.index("encrypted", serve)
+    assert "(train)" in html[fit:serve] and 'href="#step-serve"' in html  # the card links it
 
 
 def test_entries_plots_and_escaping(tmp_path):

@@ -110,6 +110,7 @@ def run(
         scenario_sha256=scenario.digest,
         seed=scenario.header.seed,
         steps=ids,
+        step_kinds={s.id: s.kind for s in scenario.steps},
         versions=versions(),
     )
     ctx = RunContext(out, ledger, seed=scenario.header.seed, quiet=quiet)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from veil.core.guarantees import GUARANTEE_TITLES, GUARANTEES, Ledger
-from veil.report.plots import figures_for
+from veil.core.guarantees import Ledger
+from veil.report.plots import all_figures
 from veil.report.summary import summary_rows
 
 
@@ -63,30 +63,50 @@ def _rounded(value):
     return value
 
 
-def render_html(ledger: Ledger) -> str:
-    """The report page for ``ledger`` as a string."""
+def step_order(ledger: Ledger) -> list[str]:
+    """The run's steps in order: as the run listed them, then any other step named by an
+    entry or a record (ledgers written by single commands list none)."""
+    order = list(ledger.run.get("steps", []))
+    for item in [*ledger.entries, *ledger.records]:
+        if item.step and item.step not in order:
+            order.append(item.step)
+    return order
+
+
+def step_sections(ledger: Ledger, figures: list) -> list[dict]:
+    """One section per step: its kind, its ledger entries and records, and its figures."""
+    kinds = ledger.run.get("step_kinds", {})
     sections = [
         {
-            "kind": kind,
-            "title": GUARANTEE_TITLES[kind],
-            "status": ledger.status(kind),
-            "entries": [e for e in ledger.entries if e.guarantee == kind],
-            "audits": [e for e in ledger.entries if e.guarantee == "audit" and e.tests == kind],
-            "figures": figures_for(kind, ledger),
+            "id": step,
+            "kind": kinds.get(step, ""),
+            "entries": [e for e in ledger.entries if e.step == step],
+            "records": [r for r in ledger.records if r.step == step],
+            "figures": [f for f in figures if f.step == step],
         }
-        for kind in GUARANTEES
+        for step in step_order(ledger)
     ]
+    unnamed = [e for e in ledger.entries if not e.step], [r for r in ledger.records if not r.step]
+    if unnamed[0] or unnamed[1]:
+        sections.append({"id": "run", "kind": "", "entries": unnamed[0], "records": unnamed[1],
+                         "figures": []})  # fmt: skip
+    return sections
+
+
+def render_html(ledger: Ledger) -> str:
+    """The report page for ``ledger`` as a string: a verdict card per guarantee, a section
+    per step (entries, records, plots), plots across steps, artifacts, how to reproduce."""
+    figures = all_figures(ledger)
+    steps = step_sections(ledger, figures)
+    named = {s["id"] for s in steps}
     return (
         _environment()
         .get_template("report.html.j2")
         .render(
             run=ledger.run,
             summary=summary_rows(ledger),
-            sections=sections,
-            audits=[e for e in ledger.entries if e.guarantee == "audit"],
-            audit_figures=figures_for("audit", ledger),
-            records=ledger.records,
-            training_figures=figures_for("training", ledger),
+            steps=steps,
+            across=[f for f in figures if f.step not in named],
             artifacts=ledger.artifacts,
         )
     )

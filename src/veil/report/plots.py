@@ -1,7 +1,9 @@
 """Plots for the report, rendered with matplotlib (Agg) and embedded as base64 PNG.
 
-A plot function takes a Ledger and returns Figures for one section (a guarantee kind,
-``audit`` or ``training``); packages register theirs with :func:`register_plot`.
+A plot function takes a Ledger and returns Figures; packages register theirs with
+:func:`register_plot` under a section (a guarantee kind, ``audit`` or ``training``). A figure
+drawn from one step's entries or records names that ``step`` and is shown in the step's part
+of the report; a figure across steps (``step=""``) is shown after the steps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Figure:
 
     title: str
     png_base64: str
+    step: str = ""
 
 
 _PLOTS: dict[str, list[Callable[[Ledger], list[Figure]]]] = {s: [] for s in SECTIONS}
@@ -44,14 +47,19 @@ def figures_for(section: str, ledger: Ledger) -> list[Figure]:
     return [fig for fn in _PLOTS[section] for fig in fn(ledger)]
 
 
-def to_figure(fig, title: str) -> Figure:
-    """Render a matplotlib figure to an embedded PNG and close it."""
+def all_figures(ledger: Ledger) -> list[Figure]:
+    """Every registered plot of every section, drawn from ``ledger``."""
+    return [fig for section in SECTIONS for fig in figures_for(section, ledger)]
+
+
+def to_figure(fig, title: str, step: str = "") -> Figure:
+    """Render a matplotlib figure to an embedded PNG (of ``step``, if one) and close it."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return Figure(title, base64.b64encode(buf.getvalue()).decode())
+    return Figure(title, base64.b64encode(buf.getvalue()).decode(), step)
 
 
 def _pyplot():
@@ -86,7 +94,7 @@ def training_curves(ledger: Ledger) -> list[Figure]:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
         fig.suptitle(f"step {rec.step}")
-        out.append(to_figure(fig, f"Training curves: {rec.step}"))
+        out.append(to_figure(fig, f"Training curves: {rec.step}", rec.step))
     return out
 
 
@@ -117,7 +125,7 @@ def collab_rounds(ledger: Ledger) -> list[Figure]:
             ax.grid(alpha=0.3)
         fig.suptitle(f"step {rec.step}")
         fig.tight_layout()
-        out.append(to_figure(fig, f"Collaborative training: {rec.step}"))
+        out.append(to_figure(fig, f"Collaborative training: {rec.step}", rec.step))
     return out
 
 
@@ -141,7 +149,7 @@ def _evidence_curves(section: str):
                 ax.set_ylabel(key.removesuffix("_curve"))
                 ax.grid(alpha=0.3)
                 title = f"{entry.mechanism} ({entry.step or 'run'}): {key.replace('_', ' ')}"
-                out.append(to_figure(fig, title))
+                out.append(to_figure(fig, title, entry.step))
         return out
 
     return plot
@@ -188,7 +196,7 @@ def stego_carriers(ledger: Ledger) -> list[Figure]:
         ax.set_ylabel("PSNR of stego vs cover (dB)")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append(to_figure(fig, f"Shares hidden in covers ({e.step or 'sharing'}): PSNR"))
+        out.append(to_figure(fig, f"Shares hidden in covers ({e.step or 'sharing'}): PSNR", e.step))
     return out
 
 
@@ -247,7 +255,9 @@ def backdoor_scans(ledger: Ledger) -> list[Figure]:
             ax.set_title(f"label {label}", fontsize=8)
             ax.axis("off")
         fig.tight_layout()
-        out.append(to_figure(fig, f"Backdoor scan ({entry.step or 'scan'}): Neural Cleanse"))
+        out.append(
+            to_figure(fig, f"Backdoor scan ({entry.step or 'scan'}): Neural Cleanse", entry.step)
+        )
     return out
 
 
@@ -269,5 +279,5 @@ def reconstructions(ledger: Ledger) -> list[Figure]:
             ax.set_title(image["title"], fontsize=8)
             ax.axis("off")
         fig.tight_layout()
-        out.append(to_figure(fig, f"{entry.mechanism} ({entry.step or 'audit'})"))
+        out.append(to_figure(fig, f"{entry.mechanism} ({entry.step or 'audit'})", entry.step))
     return out
