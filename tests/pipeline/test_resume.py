@@ -122,3 +122,12 @@ def test_another_scenarios_folder_is_refused_unless_forced(tmp_path):
         _run(tmp_path / "out", other)
     _, seen = _run(tmp_path / "out", other, force=True)
     assert seen == [False, False, False]
+
+
+def test_a_changed_veil_reruns_every_step(tmp_path, monkeypatch):
+    from veil.pipeline import resume
+
+    _run(tmp_path / "out")
+    monkeypatch.setattr(resume, "code_digest", lambda: "another veil at the same version")
+    _, seen = _run(tmp_path / "out")
+    assert seen == [False, False, False]

@@ -1,18 +1,19 @@
 """What lets a rerun skip finished steps: a fingerprint per step and its saved outcome.
 
-A step's fingerprint hashes its kind and settings, the scenario seed, veil's version, the
-content of any file a setting names (a key, an image, a cover folder's files) and, for each
-step it uses, that step's fingerprint and output digest: a change upstream (in settings or
-in output bytes) reruns everything downstream. When a step finishes, ``<out>/steps/<id>.json``
-keeps its fingerprint, the ledger entries and records it added, and its output (kind, path,
-facts, content digest). A rerun takes a step's saved outcome only when the fingerprint
-matches and the output on disk still has its digest: an interrupted run resumes without
-redoing finished steps, and a changed or deleted output is made again. The files are JSON,
-never unpickled.
+A step's fingerprint hashes its kind and settings, the scenario seed, veil's version and
+code (every file of the package, by content), the content of any file a setting names (a
+key, an image, a cover folder's files) and, for each step it uses, that step's fingerprint
+and output digest: a change upstream (in settings, code or output bytes) reruns everything
+downstream. When a step finishes, ``<out>/steps/<id>.json`` keeps its fingerprint, the
+ledger entries and records it added, and its output (kind, path, facts, content digest). A
+rerun takes a step's saved outcome only when the fingerprint matches and the output on disk
+still has its digest: an interrupted run resumes without redoing finished steps, and a
+changed or deleted output is made again. The files are JSON, never unpickled.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -55,6 +56,19 @@ def _named_files(settings: dict) -> dict[str, str]:
     return found
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of veil's own code (its .py files and shipped data, by content): a changed
+    veil, even at the same version number (a development checkout), reruns every step."""
+    import veil
+
+    root = Path(veil.__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
+        h.update(f"{p.relative_to(root)}\0{_file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
 def fingerprint(step: StepConfig, seed: int, upstream: dict[str, str]) -> str:
     """The hash that decides whether ``step``'s saved outcome still stands (see above)."""
     from veil import __version__
@@ -64,7 +78,7 @@ def fingerprint(step: StepConfig, seed: int, upstream: dict[str, str]) -> str:
         "settings": settings,
         "files": _named_files(settings),
         "seed": seed,
-        "veil": __version__,
+        "veil": [__version__, code_digest()],
         "uses": {field: upstream[name] for field, (name, _) in sorted(step.references().items())},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
