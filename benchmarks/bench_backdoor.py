@@ -18,7 +18,8 @@ a model when a target label's REASR reaches 0.9; same false-positive rule.
 (clean and backdoored) trained and scanned for seeds 0..N-1; the headline numbers are means
 over seeds (detection and false-positive rates: the share of models flagged), with the worst
 attack success and clean drop beside. Seed 0 reproduces a single-seed run; ``--merge FILE``
-takes the seeds a results file already holds and runs the rest (same code, same seeds).
+takes the seeds a results file already holds and runs the rest (same code, same seeds);
+with ``--only ATTACK`` it measures that attack again on the file's seeds and keeps the rest.
 
 Writes benchmarks/results/backdoor.json: mnist_<attack>_asr, mnist_<attack>_clean_drop_pt,
 detect_strip_<attack>, detect_nc_<attack>, detect_abs_<attack>, false_positive_strip,
@@ -61,8 +62,9 @@ def _strip_rate(model, triggers, test, train, n: int, seed: int) -> float:
     return backdoor.strip(model, triggered, clean, train, frr=0.01, copies=32).detection_rate
 
 
-def one_seed(seed: int, epochs: int, n_strip: int, quick: bool) -> dict:
-    """Every measurement for one seed (weights, poisoning draws, triggers, scans' data)."""
+def one_seed(seed: int, epochs: int, n_strip: int, quick: bool, only: str | None = None) -> dict:
+    """Every measurement for one seed (weights, poisoning draws, triggers, scans' data); with
+    ``only``, that attack's (the clean model is trained again, the scans of it skipped)."""
     base = prepare("mnist", "lenet", seed=seed)
     clean_model = copy.deepcopy(base.model)
     fit(
@@ -80,15 +82,17 @@ def one_seed(seed: int, epochs: int, n_strip: int, quick: bool) -> dict:
     results = {"clean_accuracy": clean_acc, "runs": {}}
     nc_data = base.test.subset(torch.randperm(len(base.test))[:2000])
     nc_cfg = backdoor.CleanseConfig(steps=100 if quick else 300)
-    on_clean_model = backdoor.neural_cleanse(clean_model, nc_data, nc_cfg)
-    results["false_positive_nc"] = float(on_clean_model.backdoored)
-    results["nc_clean_anomaly_index"] = on_clean_model.anomaly
     abs_cfg = backdoor.AbsConfig(steps=100 if quick else 300)
-    abs_clean = backdoor.abs_scan(clean_model, nc_data, abs_cfg)
-    results["false_positive_abs"] = float(abs_clean.backdoored)
-    results["abs_clean_max_reasr"] = abs_clean.max_reasr
-    false_positives = []
+    if only is None:
+        on_clean_model = backdoor.neural_cleanse(clean_model, nc_data, nc_cfg)
+        results["false_positive_nc"] = float(on_clean_model.backdoored)
+        results["nc_clean_anomaly_index"] = on_clean_model.anomaly
+        abs_clean = backdoor.abs_scan(clean_model, nc_data, abs_cfg)
+        results["false_positive_abs"] = float(abs_clean.backdoored)
+        results["abs_clean_max_reasr"] = abs_clean.max_reasr
     for name, attack in ATTACKS.items():
+        if only is not None and name != only:
+            continue
         cfg = backdoor.AttackConfig(**attack, rate=0.1, size=SIZE, epochs=epochs, batch_size=64,
                                     lr=1e-3, optimizer="adam", seed=seed)  # fmt: skip
         model = copy.deepcopy(base.model)
@@ -97,7 +101,6 @@ def one_seed(seed: int, epochs: int, n_strip: int, quick: bool) -> dict:
         cleansed = backdoor.neural_cleanse(r.model, nc_data, nc_cfg)
         scanned = backdoor.abs_scan(r.model, nc_data, abs_cfg)
         on_clean = _strip_rate(clean_model, r.triggers, base.test, base.train, n_strip, seed + 1)
-        false_positives.append(on_clean >= 0.5)
         results[f"mnist_{name}_asr"] = r.attack_success
         results[f"mnist_{name}_clean_drop_pt"] = 100 * (clean_acc - r.clean_accuracy)
         results[f"detect_strip_{name}"] = float(caught >= 0.5)
@@ -118,8 +121,26 @@ def one_seed(seed: int, epochs: int, n_strip: int, quick: bool) -> dict:
         print(f"seed {seed} {name}: clean {r.clean_accuracy:.4f} asr {r.attack_success:.4f} "
               f"strip {caught:.2f} nc {cleansed.flagged} abs {scanned.flagged}",
               flush=True)  # fmt: skip
-    results["false_positive_strip"] = sum(false_positives) / len(false_positives)
+    results["false_positive_strip"] = strip_false_positives(results["runs"])
     return results
+
+
+def strip_false_positives(runs: dict) -> float:
+    """The share of attacks whose harmless triggers STRIP flags on the clean model."""
+    flagged = [run["strip_flagged_on_clean_model"] >= 0.5 for run in runs.values()]
+    return sum(flagged) / len(flagged)
+
+
+def rerun_attack(done: list[dict], only: str, epochs: int, n_strip: int, quick: bool):
+    """``done``'s seeds with attack ``only`` measured again (same seeds, current code)."""
+    merged = []
+    for seed, old in enumerate(done):
+        new = one_seed(seed, epochs, n_strip, quick, only)
+        runs = {**old["runs"], **new["runs"]}
+        fresh = {k: v for k, v in new.items() if k != "runs"}
+        merged.append({**old, **fresh, "runs": runs,
+                       "false_positive_strip": strip_false_positives(runs)})  # fmt: skip
+    return merged
 
 
 def combined(per_seed: list[dict]) -> dict:
@@ -141,9 +162,17 @@ def main() -> None:
         "--seeds", type=int, default=1, help="models per attack and clean (seeds 0..N-1)"
     )
     p.add_argument("--merge", type=Path, help="a results file of seeds 0..K-1: run K.. only")
+    p.add_argument(
+        "--only", choices=sorted(ATTACKS), help="with --merge: measure this attack again on "
+        "the file's seeds and keep everything else"
+    )  # fmt: skip
     args = p.parse_args()
     epochs, n_strip = (1, 100) if args.quick else (EPOCHS, 300)
     done = json.loads(args.merge.read_text())["results"]["per_seed"] if args.merge else []
+    if args.only:
+        if not done:
+            p.error("--only needs --merge with the results to update")
+        done = rerun_attack(done, args.only, epochs, n_strip, args.quick)
     per_seed = done + [one_seed(seed, epochs, n_strip, args.quick)
                        for seed in range(len(done), args.seeds)]  # fmt: skip
     results = {**combined(per_seed), "epochs": epochs, "seeds": len(per_seed),

@@ -75,6 +75,19 @@ def test_cban_spread_measures_how_far_apart_the_targets_patterns_are():
     assert float(ts.spread(16, gen)) == 0.0
 
 
+def test_ban_spread_measures_how_different_two_noise_draws_patterns_are():
+    torch.manual_seed(0)
+    ts = TriggerSet("ban", (1, 12, 12), [0], 4, 10)
+    gen = torch.Generator().manual_seed(1)
+    spread = ts.spread(16, gen)
+    assert spread.requires_grad and 0 < float(spread.detach()) < 1
+    spread.backward()  # the generator can be trained to raise it
+    assert ts.generator.noise[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():  # a generator blind to the noise makes one constant trigger
+        ts.generator.noise[0].weight.zero_()
+    assert float(ts.spread(16, gen)) == 0.0
+
+
 def test_default_trigger_size_is_a_fifth_of_the_side_and_always_fits():
     assert default_size((1, 28, 28)) == 6 and default_size((3, 32, 32)) == 6
     assert default_size((1, 8, 8)) == 2 and default_size((1, 3, 3)) == 1

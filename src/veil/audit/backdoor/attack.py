@@ -34,7 +34,7 @@ class AttackConfig:
     lr: float = 0.05
     optimizer: str = "sgd"
     generator_lr: float = 1e-3  # BaN / c-BaN: Adam on the trigger generator
-    diversity: float = 1.0  # c-BaN: weight of the term that keeps targets' patterns apart
+    diversity: float = 1.0  # BaN/c-BaN: weight of the term that keeps patterns apart
     seed: int = 0
 
     def __post_init__(self):
@@ -116,7 +116,7 @@ def train_backdoored(
                     loss = nn.functional.cross_entropy(
                         model(triggers.apply(base, target, gen)), target
                     )
-                    if triggers.method == "cban" and cfg.diversity:
+                    if cfg.diversity:  # BaN and c-BaN: keep the patterns apart
                         loss = loss - cfg.diversity * triggers.spread(len(base), gen)
                     loss.backward()
                     g_opt.step()
