@@ -2,7 +2,7 @@
 
 LeNet-5 on MNIST, 30 epochs, Adam (lr 1e-3), batch 64, 10% of each batch poisoned, 6x6
 triggers. For each attack (BadNets fixed checkerboard; Random Backdoor, BaN and c-BaN, random
-places; c-BaN with its patterns kept apart per target, see TriggerSet.spread): the
+places; BaN and c-BaN with their patterns kept apart, see TriggerSet.spread): the
 clean test accuracy of the backdoored model against a clean model trained the same way, and
 the attack success rate (share of other-class test images a fresh trigger sends to the
 target). STRIP (32 blended copies, threshold at 1% false rejection on held-out clean images):
@@ -20,6 +20,9 @@ over seeds (detection and false-positive rates: the share of models flagged), wi
 attack success and clean drop beside. Seed 0 reproduces a single-seed run; ``--merge FILE``
 takes the seeds a results file already holds and runs the rest (same code, same seeds);
 with ``--only ATTACK`` it measures that attack again on the file's seeds and keeps the rest.
+
+``--data cifar10 --model cifar-cnn --width W --limit N --epochs E --out ...``: the same on
+CIFAR-10 (keys ``cifar10_...``); on CPU only a reduced run is practical.
 
 Writes benchmarks/results/backdoor.json: mnist_<attack>_asr, mnist_<attack>_clean_drop_pt,
 detect_strip_<attack>, detect_nc_<attack>, detect_abs_<attack>, false_positive_strip,
@@ -62,10 +65,15 @@ def _strip_rate(model, triggers, test, train, n: int, seed: int) -> float:
     return backdoor.strip(model, triggered, clean, train, frr=0.01, copies=32).detection_rate
 
 
+# The data set and network (--data, --model, --width, --limit): MNIST and LeNet-5 by default.
+SETUP = {"data": "mnist", "model": "lenet", "options": {}, "limit": None}
+
+
 def one_seed(seed: int, epochs: int, n_strip: int, quick: bool, only: str | None = None) -> dict:
     """Every measurement for one seed (weights, poisoning draws, triggers, scans' data); with
     ``only``, that attack's (the clean model is trained again, the scans of it skipped)."""
-    base = prepare("mnist", "lenet", seed=seed)
+    base = prepare(SETUP["data"], SETUP["model"], model_options=SETUP["options"],
+                   limit=SETUP["limit"], seed=seed)  # fmt: skip
     clean_model = copy.deepcopy(base.model)
     fit(
         clean_model,
@@ -101,8 +109,8 @@ def one_seed(seed: int, epochs: int, n_strip: int, quick: bool, only: str | None
         cleansed = backdoor.neural_cleanse(r.model, nc_data, nc_cfg)
         scanned = backdoor.abs_scan(r.model, nc_data, abs_cfg)
         on_clean = _strip_rate(clean_model, r.triggers, base.test, base.train, n_strip, seed + 1)
-        results[f"mnist_{name}_asr"] = r.attack_success
-        results[f"mnist_{name}_clean_drop_pt"] = 100 * (clean_acc - r.clean_accuracy)
+        results[f"{SETUP['data']}_{name}_asr"] = r.attack_success
+        results[f"{SETUP['data']}_{name}_clean_drop_pt"] = 100 * (clean_acc - r.clean_accuracy)
         results[f"detect_strip_{name}"] = float(caught >= 0.5)
         results[f"detect_nc_{name}"] = float(any(t in cleansed.flagged for t in cfg.targets))
         results[f"detect_abs_{name}"] = float(any(t in scanned.flagged for t in cfg.targets))
@@ -166,8 +174,15 @@ def main() -> None:
         "--only", choices=sorted(ATTACKS), help="with --merge: measure this attack again on "
         "the file's seeds and keep everything else"
     )  # fmt: skip
+    p.add_argument("--data", default="mnist", help="data set (cifar10 for the CIFAR run)")
+    p.add_argument("--model", default="lenet", help="network (cifar-cnn for CIFAR-10)")
+    p.add_argument("--width", type=int, help="cifar-cnn: channels of its first stage")
+    p.add_argument("--limit", type=int, help="train on this many random examples only")
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {EPOCHS})")
     args = p.parse_args()
-    epochs, n_strip = (1, 100) if args.quick else (EPOCHS, 300)
+    SETUP.update(data=args.data, model=args.model, limit=args.limit,
+                 options={"width": args.width} if args.width else {})  # fmt: skip
+    epochs, n_strip = (1, 100) if args.quick else (args.epochs or EPOCHS, 300)
     done = json.loads(args.merge.read_text())["results"]["per_seed"] if args.merge else []
     if args.only:
         if not done:
@@ -176,7 +191,7 @@ def main() -> None:
     per_seed = done + [one_seed(seed, epochs, n_strip, args.quick)
                        for seed in range(len(done), args.seeds)]  # fmt: skip
     results = {**combined(per_seed), "epochs": epochs, "seeds": len(per_seed),
-               "per_seed": per_seed}  # fmt: skip
+               "setup": SETUP, "per_seed": per_seed}  # fmt: skip
     common.write_results("backdoor", results, args, "torch")
 
 

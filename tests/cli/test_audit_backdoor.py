@@ -82,6 +82,17 @@ def test_strip_command_flags_triggered_inputs(tmp_path, capsys):
     )
     result = json.loads((tmp_path / "in.strip.json").read_text())
     assert len(result["flagged"]) == len(x) and sum(result["flagged"]) > 0.15 * len(x)
+    from veil.core.guarantees import Ledger
+    from veil.report import render_html
+
+    ledger = Ledger.load(tmp_path / "in.strip.ledger.json")
+    (entry,) = ledger.entries
+    assert entry.mechanism == "STRIP" and entry.tests == "model"
+    assert entry.numbers["flagged"] == sum(result["flagged"])
+    hist = entry.evidence["entropy_histogram"]
+    assert sum(hist["tested"]) == len(x) and sum(hist["clean"]) == min(500, len(test))
+    assert hist["edges"][0] <= hist["threshold"] <= hist["edges"][-1]
+    assert "STRIP entropies" in render_html(ledger)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert (
         main(["audit", "backdoor", "strip", str(out), "--inputs", str(tmp_path / "bad.npz")]) == 2

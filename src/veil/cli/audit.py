@@ -302,13 +302,17 @@ def backdoor_strip(
     import torch
 
     from veil.audit import backdoor
+    from veil.audit.backdoor.strip import guarantee as strip_entry
     from veil.audit.backdoor.strip import load_inputs
     from veil.core import data as data_mod
     from veil.core.errors import refuse_overwrite
+    from veil.core.guarantees import Ledger
     from veil.core.io import load_model, write_json
 
     target = out or inputs.with_suffix(".strip.json")
-    refuse_overwrite(target, force)
+    ledger_path = target.with_suffix(".ledger.json")
+    for path in (target, ledger_path):
+        refuse_overwrite(path, force)
     loaded = load_model(model)
     name = loaded.data_name(data, hint="pass --data")
     clean_set = data_mod.load(name, "test")
@@ -325,8 +329,12 @@ def backdoor_strip(
             "scores": [round(float(s), 6) for s in found.scores],
         },
     )
+    run = Ledger.start(f"STRIP on {inputs.name}", command="veil audit backdoor strip")
+    run.add(strip_entry(found, frr, copies))
+    run.finish(status="ok")
+    run.save(ledger_path)
     typer.echo(
         f"{int(found.flagged.sum())} of {len(found.flagged)} inputs flagged as triggered "
         f"(threshold {found.threshold:.4f}, clean false rejection {found.false_rejection:.3f}); "
-        f"wrote {target}"
+        f"wrote {target} and {ledger_path} (`veil report` draws the entropy histograms)"
     )

@@ -262,6 +262,28 @@ def backdoor_scans(ledger: Ledger) -> list[Figure]:
 
 
 @register_plot("audit")
+def strip_entropies(ledger: Ledger) -> list[Figure]:
+    """STRIP: histograms of the mean entropy of clean and tested inputs, with the threshold
+    (tested inputs left of it look triggered)."""
+    out = []
+    for entry in ledger.entries:
+        hist = entry.evidence.get("entropy_histogram")
+        if entry.mechanism != "STRIP" or not hist:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3))
+        edges = hist["edges"]
+        for name, style in (("clean", "-"), ("tested", "--")):
+            ax.stairs(hist[name], edges, ls=style, label=f"{name} inputs")
+        ax.axvline(hist["threshold"], color="black", lw=1, label="threshold")
+        ax.set(xlabel="mean entropy of blended copies", ylabel="inputs")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(to_figure(fig, f"STRIP entropies ({entry.step or 'strip'})", entry.step))
+    return out
+
+
+@register_plot("audit")
 def reconstructions(ledger: Ledger) -> list[Figure]:
     """What a reconstruction audit got back (gradient or model inversion): its best images,
     each titled with its score. The report then holds whatever the attack recovered."""

@@ -112,3 +112,43 @@ def load_inputs(path, shape: tuple[int, ...]) -> torch.Tensor:
     if arr.dtype.kind != "f" or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
         raise DataError(f"{path}: images must be uint8, or finite floats in [0, 1]")
     return torch.from_numpy(arr.astype(np.float32))
+
+
+BINS = 20  # entropy histogram bins in the ledger (the report draws them)
+
+
+def guarantee(found: StripResult, frr: float, copies: int, step: str = "strip"):
+    """The ledger entry of a STRIP check: how many inputs look triggered, and the entropy
+    histograms of the clean and the tested inputs (drawn in the report). Counted as
+    evidence of a backdoor (``violated``) when at least half of the inputs are flagged."""
+    from veil.core.guarantees import Guarantee
+
+    both = torch.cat([found.clean_scores, found.scores])
+    edges = torch.linspace(float(both.min()), float(both.max()) + 1e-9, BINS + 1)
+    hist = {
+        "edges": [round(float(e), 5) for e in edges],
+        "clean": torch.histogram(found.clean_scores.float(), edges).hist.int().tolist(),
+        "tested": torch.histogram(found.scores.float(), edges).hist.int().tolist(),
+        "threshold": round(found.threshold, 5),
+    }
+    flagged, n = int(found.flagged.sum()), len(found.flagged)
+    return Guarantee(
+        guarantee="audit",
+        tests="model",
+        mechanism="STRIP",
+        claim=f"{flagged} of {n} inputs look triggered (mean entropy below {found.threshold:.3f}, "
+        f"the {frr:.0%} quantile of clean inputs)",
+        threat_model="an attacker whose trigger keeps its label when the input is blended with "
+        "clean images; triggers that depend on the input or blend away (c-BaN) evade it",
+        parameters={"copies": copies, "false_rejection_target": frr},
+        numbers={
+            "inputs": n,
+            "flagged": flagged,
+            "detection_rate": found.detection_rate,
+            "threshold": found.threshold,
+            "false_rejection_on_clean": found.false_rejection,
+        },  # fmt: skip
+        evidence={"entropy_histogram": hist},
+        status="violated" if n and flagged * 2 >= n else "supported",
+        step=step,
+    )
