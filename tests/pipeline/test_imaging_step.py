@@ -47,6 +47,7 @@ def test_ct_slice_shared_in_sample_covers(tmp_path):
     _, pixels = read_dicom(image_path("pydicom:CT_small.dcm"))
     assert np.array_equal(ds.pixel_array, pixels) and "PatientName" not in ds
     assert not list(folder.glob("*.stego"))  # the key is not beside the shares
+    assert "Shares hidden in covers (ct): PSNR" in (tmp_path / "out/report.html").read_text()
 
 
 def test_a_png_image_and_a_folder_of_covers(tmp_path):

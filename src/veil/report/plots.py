@@ -180,17 +180,23 @@ def privacy_utility(ledger: Ledger) -> list[Figure]:
     return [to_figure(fig, "Privacy/utility trade-off: accuracy against ε")]
 
 
+def _panels(ledger: Ledger, key: str, keep, size: tuple[float, float]):
+    """(entry, its ``evidence[key]``, figure, axes) for each entry that has ``key`` and that
+    ``keep(entry)`` accepts: one new single-axes figure each."""
+    for entry in ledger.entries:
+        value = entry.evidence.get(key)
+        if value and keep(entry):
+            fig, ax = _pyplot().subplots(figsize=size)
+            yield entry, value, fig, ax
+
+
 @register_plot("input")
 def stego_carriers(ledger: Ledger) -> list[Figure]:
     """PSNR of each cover that carries an image share, against the 45 dB mark (1 bit per
     channel is expected to stay above it)."""
     out = []
-    for e in ledger.entries:
-        carriers = e.evidence.get("carriers")
-        if e.guarantee != "input" or not carriers:
-            continue
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(5, 2.8))
+    panels = _panels(ledger, "carriers", lambda e: e.guarantee == "input", (5, 2.8))
+    for e, carriers, fig, ax in panels:
         ax.bar([f"share {c['share']}" for c in carriers], [c["psnr_db"] for c in carriers])
         ax.axhline(45.0, ls="--", color="black", label="45 dB")
         ax.set_ylabel("PSNR of stego vs cover (dB)")
@@ -266,12 +272,8 @@ def strip_entropies(ledger: Ledger) -> list[Figure]:
     """STRIP: histograms of the mean entropy of clean and tested inputs, with the threshold
     (tested inputs left of it look triggered)."""
     out = []
-    for entry in ledger.entries:
-        hist = entry.evidence.get("entropy_histogram")
-        if entry.mechanism != "STRIP" or not hist:
-            continue
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(5, 3))
+    panels = _panels(ledger, "entropy_histogram", lambda e: e.mechanism == "STRIP", (5, 3))
+    for entry, hist, fig, ax in panels:
         edges = hist["edges"]
         for name, style in (("clean", "-"), ("tested", "--")):
             ax.stairs(hist[name], edges, ls=style, label=f"{name} inputs")
