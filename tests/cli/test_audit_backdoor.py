@@ -93,6 +93,14 @@ def test_strip_command_flags_triggered_inputs(tmp_path, capsys):
     assert sum(hist["tested"]) == len(x) and sum(hist["clean"]) == min(500, len(test))
     assert hist["edges"][0] <= hist["threshold"] <= hist["edges"][-1]
     assert "STRIP entropies" in render_html(ledger)
+    scan = ["audit", "backdoor", "scan", str(out), "--defenses", "strip,nc", "--steps", "20"]
+    ledger_path = tmp_path / "scan.json"
+    args = [*scan, "--inputs", str(tmp_path / "in.npz"), "--frr", "0.05", "--ledger"]
+    assert main([*args, str(ledger_path)]) == 0
+    strip_entry, nc_entry = Ledger.load(ledger_path).entries
+    assert strip_entry.mechanism == "STRIP" and nc_entry.mechanism == "Neural Cleanse"
+    assert strip_entry.numbers["flagged"] == entry.numbers["flagged"]  # same check, same seeds
+    assert main(scan) == 2 and "pass --inputs" in capsys.readouterr().err
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert (
         main(["audit", "backdoor", "strip", str(out), "--inputs", str(tmp_path / "bad.npz")]) == 2

@@ -254,30 +254,39 @@ def backdoor_scan(
     limit: int = typer.Option(2000, help="Clean examples used (from the test split)."),
     steps: int = typer.Option(300, help="Optimisation steps per label (nc) or neuron (abs)."),
     bound: float = typer.Option(0.06, help="abs: largest trigger, as a share of the pixels."),
+    inputs: Path = typer.Option(None, help="strip: images to check (.npz with an array 'x')."),
+    frr: float = typer.Option(0.01, help="strip: false-rejection rate on clean inputs."),
     ledger: Path = typer.Option(None, help="Ledger to write (default: MODEL.backdoor.json)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the ledger."),
 ) -> None:
-    """Scan a model for a backdoor with clean data. nc: reverse-engineer a trigger per label
-    and flag labels whose trigger is anomalously small (MAD anomaly index > 2). abs: raise
-    each last-hidden neuron alone, reverse-engineer triggers for those that force one label,
-    flag a label when its trigger flips 90% of clean inputs (REASR). STRIP checks inputs,
-    not models: `veil audit backdoor strip`."""
+    """Scan a model for a backdoor. nc (clean data): reverse-engineer a trigger per label
+    and flag labels whose trigger is anomalously small (MAD anomaly index > 2). abs (clean
+    data): raise each last-hidden neuron alone, reverse-engineer triggers for those that
+    force one label, flag a label when its trigger flips 90% of clean inputs (REASR). strip
+    (needs --inputs): flag the inputs whose predictions survive blending with clean images;
+    the model counts as backdoored when half of them are flagged."""
     from rich.console import Console
 
-    from veil.audit.backdoor.scan import defenses_from, scan_model
+    from veil.audit.backdoor.scan import defenses_from, scan_model, strip_check
+    from veil.audit.backdoor.strip import load_inputs
     from veil.core import data as data_mod
-    from veil.core.errors import refuse_overwrite
+    from veil.core.errors import ConfigError, refuse_overwrite
     from veil.core.guarantees import Ledger
     from veil.core.io import load_model
 
     chosen = defenses_from(defenses)
+    if "strip" in chosen and inputs is None:
+        raise ConfigError("STRIP checks inputs, not the model alone: pass --inputs FILE.npz")
     out = ledger or model.with_suffix(".backdoor.json")
     refuse_overwrite(out, force)
     loaded = load_model(model)
     name = loaded.data_name(data, hint="pass --data")
-    clean = data_mod.load(name, "test")
-    clean = clean.subset(data_mod.sample_indices(len(clean), min(limit, len(clean)), 0))
+    test = data_mod.load(name, "test")
+    clean = test.subset(data_mod.sample_indices(len(test), min(limit, len(test)), 0))
     run = Ledger.start(f"backdoor scan of {model.name}", command="veil audit backdoor scan")
+    if "strip" in chosen:
+        suspicious = load_inputs(inputs, test.input_shape)
+        run.add(strip_check(loaded.model, suspicious, test, frr, step="backdoor-scan")[1])
     for entry in scan_model(loaded.model, clean, chosen, steps, bound):
         run.add(entry)
     run.finish(status="ok")
@@ -299,10 +308,7 @@ def backdoor_strip(
 ) -> None:
     """STRIP: flag the inputs that look triggered (their predictions survive blending with
     clean images); the threshold comes from the clean test split at --frr."""
-    import torch
-
-    from veil.audit import backdoor
-    from veil.audit.backdoor.strip import guarantee as strip_entry
+    from veil.audit.backdoor.scan import strip_check
     from veil.audit.backdoor.strip import load_inputs
     from veil.core import data as data_mod
     from veil.core.errors import refuse_overwrite
@@ -317,9 +323,7 @@ def backdoor_strip(
     name = loaded.data_name(data, hint="pass --data")
     clean_set = data_mod.load(name, "test")
     suspicious = load_inputs(inputs, clean_set.input_shape)
-    picked = data_mod.sample_indices(len(clean_set), min(500, len(clean_set)), 0)
-    clean = clean_set.batch(torch.as_tensor(picked))[0]
-    found = backdoor.strip(loaded.model, suspicious, clean, clean_set, frr=frr, copies=copies)
+    found, entry = strip_check(loaded.model, suspicious, clean_set, frr, copies)
     write_json(
         target,
         {
@@ -330,7 +334,7 @@ def backdoor_strip(
         },
     )
     run = Ledger.start(f"STRIP on {inputs.name}", command="veil audit backdoor strip")
-    run.add(strip_entry(found, frr, copies))
+    run.add(entry)
     run.finish(status="ok")
     run.save(ledger_path)
     typer.echo(

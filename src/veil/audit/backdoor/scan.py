@@ -1,5 +1,6 @@
-"""Scan a model for a backdoor with clean data: Neural Cleanse and/or ABS-lite, as ledger
-entries (``veil audit backdoor scan`` and the ``audit-backdoor`` scenario step)."""
+"""Scan a model for a backdoor: Neural Cleanse and/or ABS-lite with clean data, and STRIP
+on inputs to check, as ledger entries (``veil audit backdoor scan`` / ``strip`` and the
+``audit-backdoor`` scenario step)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,31 @@ from torch import nn
 from veil.core.data import ArrayDataset
 from veil.core.errors import ConfigError
 
-SCANS = ("nc", "abs")
+SCANS = ("strip", "nc", "abs")
+STRIP_CALIBRATION = 500  # clean test inputs that set STRIP's threshold
 
 
 def defenses_from(text: str) -> list[str]:
-    """``"nc,abs"`` as a checked list of scans."""
+    """``"strip,nc,abs"`` as a checked list of scans."""
     chosen = [d.strip() for d in text.split(",") if d.strip()]
     if not chosen or set(chosen) - set(SCANS):
-        raise ConfigError(f"defenses are nc and/or abs, got {text!r}")
+        raise ConfigError(f"defenses are strip, nc and/or abs, got {text!r}")
     return chosen
+
+
+def strip_check(model: nn.Module, inputs, clean_set: ArrayDataset, frr: float = 0.01,
+                copies: int = 32, step: str = "strip"):  # fmt: skip
+    """STRIP on ``inputs`` (a tensor of images), its threshold set on up to 500 clean test
+    inputs at false-rejection rate ``frr``: the result and its ledger entry."""
+    import torch
+
+    from veil.audit.backdoor.strip import guarantee, strip
+    from veil.core.data import sample_indices
+
+    picked = sample_indices(len(clean_set), min(STRIP_CALIBRATION, len(clean_set)), 0)
+    clean = clean_set.batch(torch.as_tensor(picked))[0]
+    found = strip(model, inputs, clean, clean_set, frr=frr, copies=copies)
+    return found, guarantee(found, frr, copies, step)
 
 
 def scan_model(
