@@ -131,8 +131,7 @@ def run_share_images(cfg: ShareImagesConfig, ctx: RunContext) -> Artifact:
         files.append(write_png(folder / f"share-{s.index}.png", stego))
         carriers.append({"share": s.index, "cover": f"{cfg.covers} #{s.index}", "bits": cfg.bits,
                          "psnr_db": psnr(cover, stego), "ssim": ssim(cover, stego)})  # fmt: skip
-    (ctx.out / "keys").mkdir(parents=True, exist_ok=True)
-    write_private(ctx.out / "keys" / f"{cfg.id}.stego", key.hex() + "\n")
+    write_private(ctx.key_path(f"{cfg.id}.stego"), key.hex() + "\n")
     checks = _checks(files, key, cfg, np.ascontiguousarray(pixels).tobytes())
     entry = sharing_guarantee(cfg.k, cfg.n, path.name, carriers, removed, step=cfg.id)
     ctx.ledger.add(dataclasses.replace(entry, evidence={**entry.evidence, "checks": checks}))

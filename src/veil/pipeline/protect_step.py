@@ -35,9 +35,7 @@ def run_key(ctx: RunContext, step: str, kind: str) -> tuple[Path, Path | None]:
     """A fresh key pair of ``kind`` for ``step`` in ``<out>/keys/``: (private, public)."""
     from veil.protect.keys import generate
 
-    folder = ctx.out / "keys"
-    folder.mkdir(parents=True, exist_ok=True)
-    return generate(folder / step, kind, force=True)
+    return generate(ctx.key_path(step), kind, force=True)
 
 
 def refused(action, error: type[Exception]) -> bool:

@@ -43,6 +43,13 @@ class RunContext:
             raise ScenarioError(f"no {kind} named {name!r} was produced by an earlier step")
         return art
 
+    def key_path(self, name: str) -> Path:
+        """Where a step keeps a key it made for the run: ``<out>/keys/<name>`` (the folder
+        is made; key files themselves are written mode 0600 by their writers)."""
+        folder = self.out / "keys"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
     def path_for(self, kind: str, name: str, suffix: str) -> Path:
         """Where a step writes an output file: ``<out>/<kind>s/<name><suffix>``."""
         folder = self.out / f"{kind}s"
