@@ -37,21 +37,14 @@ def share(
     from veil.core.errors import refuse_overwrite
     from veil.core.guarantees import Ledger
     from veil.core.io import atomic_write
-    from veil.core.metrics import psnr, ssim
-    from veil.imaging.dicom import is_dicom, share_dicom
-    from veil.imaging.images import hide_share, read_image, share_image, sharing_guarantee
-    from veil.imaging.stego import StegoError, read_cover, write_png
+    from veil.imaging.dicom import is_dicom
+    from veil.imaging.images import hide_in_covers, share_file, sharing_guarantee
+    from veil.imaging.stego import cover_files, read_cover, write_png
 
-    removed: list[str] = []
+    shares, removed, _ = share_file(image, k, n, keep_identifying)
     if is_dicom(image):
-        shares, removed = share_dicom(image, k, n, keep_identifying)
         typer.echo(f"DICOM attributes removed before sharing: {', '.join(removed) or 'none'}")
-    else:
-        pixels, fmt = read_image(image)
-        shares = share_image(pixels, k, n, fmt)
-    cover_files = sorted(p for p in covers.iterdir() if p.is_file()) if covers else []
-    if covers and len(cover_files) < n:
-        raise StegoError(f"{covers} holds {len(cover_files)} files; {n} covers are needed")
+    files = cover_files(covers, n) if covers else []
     names = [
         out / (f"share-{s.index}.png" if covers else f"share-{s.index}.vshare") for s in shares
     ]
@@ -68,15 +61,13 @@ def share(
         typer.echo(f"wrote {n} shares and ledger.json to {out}/ (any {k} recover {image.name})")
         return
     key = secrets.token_bytes(32)
-    carriers = []
-    for s, path, cover_path in zip(shares, names, cover_files[:n], strict=True):
-        cover = read_cover(cover_path)
-        stego = hide_share(s, cover, key, bits)
+    stegos, carriers = hide_in_covers(
+        shares, [read_cover(f) for f in files], [f.name for f in files], key, bits
+    )
+    for path, stego, c in zip(names, stegos, carriers, strict=True):
         write_png(path, stego)
-        carriers.append({"share": s.index, "cover": cover_path.name, "bits": bits,
-                         "psnr_db": psnr(cover, stego), "ssim": ssim(cover, stego)})  # fmt: skip
-        quality = f"PSNR {carriers[-1]['psnr_db']:.1f} dB, SSIM {carriers[-1]['ssim']:.5f}"
-        typer.echo(f"{path}: share {s.index} in {cover_path.name}, {quality}")
+        quality = f"PSNR {c['psnr_db']:.1f} dB, SSIM {c['ssim']:.5f}"
+        typer.echo(f"{path}: share {c['share']} in {c['cover']}, {quality}")
     atomic_write(out / KEY_FILE, key.hex() + "\n")
     ledger.add(sharing_guarantee(k, n, image.name, carriers, removed))
     ledger.finish(status="ok")

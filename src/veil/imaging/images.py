@@ -72,6 +72,34 @@ def hide_share(share: Share, cover: np.ndarray, key: bytes, bits: int = 1) -> np
     return embed(cover, share.to_bytes(), key, bits)
 
 
+def share_file(path: str | Path, k: int, n: int, keep_identifying: bool = False):
+    """Shares of a DICOM, PNG or TIFF file; the DICOM attributes removed (names); the pixels.
+
+    DICOM: identifying attributes and private tags are removed unless ``keep_identifying``."""
+    from veil.imaging.dicom import is_dicom, read_dicom, share_dicom
+
+    if is_dicom(path):
+        shares, removed = share_dicom(path, k, n, keep_identifying)
+        return shares, removed, read_dicom(path)[1]
+    pixels, fmt = read_image(path)
+    return share_image(pixels, k, n, fmt), [], pixels
+
+
+def hide_in_covers(shares: list[Share], covers: list[np.ndarray], names: list[str],
+                   key: bytes, bits: int = 1) -> tuple[list[np.ndarray], list[dict]]:  # fmt: skip
+    """Each share hidden in its cover (named ``names``): the stego images, and per carrier
+    its share index, cover name, bits, PSNR and SSIM against the cover."""
+    from veil.core.metrics import psnr, ssim
+
+    stegos, carriers = [], []
+    for s, cover, name in zip(shares, covers, names, strict=True):
+        stego = hide_share(s, cover, key, bits)
+        stegos.append(stego)
+        carriers.append({"share": s.index, "cover": name, "bits": bits,
+                         "psnr_db": psnr(cover, stego), "ssim": ssim(cover, stego)})  # fmt: skip
+    return stegos, carriers
+
+
 def read_share(path: str | Path, key: bytes | None = None, bits: int = 1) -> Share:
     """A share from a ``.vshare`` file, or from a stego image (needs the stego ``key``)."""
     path = Path(path)

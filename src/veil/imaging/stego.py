@@ -162,6 +162,15 @@ def extract(stego: np.ndarray, key: bytes, bits: int = 1) -> bytes:
     return read(LENGTH_BYTES + length)[LENGTH_BYTES:]
 
 
+def cover_files(folder: str | Path, n: int) -> list[Path]:
+    """The first ``n`` files of ``folder`` (sorted by name), to carry ``n`` shares."""
+    where = Path(folder)
+    files = sorted(p for p in where.iterdir() if p.is_file()) if where.is_dir() else []
+    if len(files) < n:
+        raise StegoError(f"{folder} holds {len(files)} cover files; {n} are needed")
+    return files[:n]
+
+
 def read_cover(path: str | Path) -> np.ndarray:
     """A lossless cover image as an integer array; JPEG and other lossy formats are refused."""
     from PIL import Image, UnidentifiedImageError

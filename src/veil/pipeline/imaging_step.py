@@ -67,17 +67,6 @@ def sample_covers(n: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(turns[i // 2](photos[i % 2])) for i in range(n)]
 
 
-def folder_covers(folder: str, n: int) -> list[np.ndarray]:
-    """The first ``n`` lossless covers of ``folder`` (sorted by name)."""
-    from veil.imaging.stego import StegoError, read_cover
-
-    where = Path(folder)
-    files = sorted(p for p in where.iterdir() if p.is_file()) if where.is_dir() else []
-    if len(files) < n:
-        raise StegoError(f"{folder} holds {len(files)} cover files; {n} are needed")
-    return [read_cover(p) for p in files[:n]]
-
-
 def _checks(files: list[Path], key: bytes, cfg: ShareImagesConfig, original: bytes) -> dict:
     """Rebuild the pixels (``original``) from k stego images; refuse k-1; name a share with
     one changed byte."""
@@ -106,31 +95,25 @@ def run_share_images(cfg: ShareImagesConfig, ctx: RunContext) -> Artifact:
 
     from veil.core.errors import ScenarioError
     from veil.core.io import write_private
-    from veil.core.metrics import psnr, ssim
-    from veil.imaging.dicom import is_dicom, read_dicom, share_dicom
-    from veil.imaging.images import hide_share, read_image, share_image, sharing_guarantee
-    from veil.imaging.stego import write_png
+    from veil.imaging.images import hide_in_covers, share_file, sharing_guarantee
+    from veil.imaging.stego import cover_files, read_cover, write_png
 
     if cfg.k > cfg.n:
         raise ScenarioError(f"step {cfg.id}: k ({cfg.k}) cannot exceed n ({cfg.n})")
     path = image_path(cfg.image)
-    removed: list[str] = []
-    if is_dicom(path):
-        shares, removed = share_dicom(path, cfg.k, cfg.n, cfg.keep_identifying)
-        pixels = read_dicom(path)[1]
+    shares, removed, pixels = share_file(path, cfg.k, cfg.n, cfg.keep_identifying)
+    if cfg.covers == "sample":
+        covers, names = sample_covers(cfg.n), [f"sample #{i + 1}" for i in range(cfg.n)]
     else:
-        pixels, fmt = read_image(path)
-        shares = share_image(pixels, cfg.k, cfg.n, fmt)
-    covers = sample_covers(cfg.n) if cfg.covers == "sample" else folder_covers(cfg.covers, cfg.n)
+        files = cover_files(cfg.covers, cfg.n)
+        covers, names = [read_cover(f) for f in files], [f.name for f in files]
     key = secrets.token_bytes(32)
+    stegos, carriers = hide_in_covers(shares, covers, names, key, cfg.bits)
     folder = ctx.out / "shares" / cfg.id
     folder.mkdir(parents=True, exist_ok=True)
-    files, carriers = [], []
-    for s, cover in zip(shares, covers, strict=True):
-        stego = hide_share(s, cover, key, cfg.bits)
-        files.append(write_png(folder / f"share-{s.index}.png", stego))
-        carriers.append({"share": s.index, "cover": f"{cfg.covers} #{s.index}", "bits": cfg.bits,
-                         "psnr_db": psnr(cover, stego), "ssim": ssim(cover, stego)})  # fmt: skip
+    files = [
+        write_png(folder / f"share-{s.index}.png", st) for s, st in zip(shares, stegos, strict=True)
+    ]
     write_private(ctx.key_path(f"{cfg.id}.stego"), key.hex() + "\n")
     checks = _checks(files, key, cfg, np.ascontiguousarray(pixels).tobytes())
     entry = sharing_guarantee(cfg.k, cfg.n, path.name, carriers, removed, step=cfg.id)
