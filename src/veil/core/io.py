@@ -29,6 +29,17 @@ FORMAT_VERSION = 1
 HEADER_KEY = "veil"
 
 
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's contents (hex), read in 1 MiB chunks; OSError if unreadable."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename: never half a file."""
     with atomic_writer(path) as f:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from veil.core.errors import VeilError
 from veil.core.guarantees import Ledger
+from veil.core.io import sha256_file
 from veil.pipeline.scenario import StepConfig
 from veil.pipeline.steps import Artifact
 
@@ -27,21 +28,13 @@ STATE_DIR = "steps"
 STATE_VERSION = 1
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def digest(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
     if path.is_file():
-        return _file_digest(path)
+        return sha256_file(path)
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(f"{p.relative_to(path)}\0{_file_digest(p)}\n".encode())
+        h.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -65,7 +58,7 @@ def code_digest() -> str:
     root = Path(veil.__file__).parent
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
-        h.update(f"{p.relative_to(root)}\0{_file_digest(p)}\n".encode())
+        h.update(f"{p.relative_to(root)}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -84,20 +77,21 @@ def fingerprint(step: StepConfig, seed: int, upstream: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def identity(mark: str, artifact: Artifact | None) -> str:
+def identity(mark: str, output_digest: str | None) -> str:
     """What later steps' fingerprints take from a finished step: its fingerprint and the
     digest of its output, so a step that reran and wrote different bytes reruns its users."""
-    if artifact is None or artifact.path is None:
+    if output_digest is None:
         return mark
-    return hashlib.sha256(f"{mark}:{digest(artifact.path)}".encode()).hexdigest()
+    return hashlib.sha256(f"{mark}:{output_digest}".encode()).hexdigest()
 
 
 def state_path(out: Path, step_id: str) -> Path:
     return out / STATE_DIR / f"{step_id}.json"
 
 
-def save(out: Path, step_id: str, mark: str, part: Ledger, artifact: Artifact | None) -> None:
-    """Keep a finished step's outcome: its ledger part and its output."""
+def save(out: Path, step_id: str, mark: str, part: Ledger, artifact: Artifact | None) -> str | None:
+    """Keep a finished step's outcome: its ledger part and its output; return the output's
+    digest (None when it wrote no file)."""
     from veil.core.io import atomic_write
 
     saved = None
@@ -111,10 +105,12 @@ def save(out: Path, step_id: str, mark: str, part: Ledger, artifact: Artifact | 
            "artifact": saved}  # fmt: skip
     state_path(out, step_id).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(state_path(out, step_id), json.dumps(doc, allow_nan=False))
+    return saved["digest"] if saved else None
 
 
-def load(out: Path, step_id: str, mark: str) -> tuple[Ledger, Artifact | None] | None:
-    """A finished step's saved outcome if it still stands, else None (the step reruns)."""
+def load(out: Path, step_id: str, mark: str):
+    """A finished step's saved outcome if it still stands - its ledger part, its output and
+    the output's digest - else None (the step reruns)."""
     try:
         doc = json.loads(state_path(out, step_id).read_text())
         if doc.get("veil_step_state") != STATE_VERSION or doc.get("fingerprint") != mark:
@@ -124,7 +120,7 @@ def load(out: Path, step_id: str, mark: str) -> tuple[Ledger, Artifact | None] |
     except (OSError, ValueError, KeyError, TypeError, VeilError):
         return None
     if saved is None:
-        return part, None
+        return part, None, None
     path = out / saved["path"] if saved["path"] is not None else None
     if path is not None and (
         out.resolve() not in path.resolve().parents
@@ -132,4 +128,4 @@ def load(out: Path, step_id: str, mark: str) -> tuple[Ledger, Artifact | None] |
         or digest(path) != saved["digest"]
     ):
         return None
-    return part, Artifact(saved["kind"], path, saved["meta"])
+    return part, Artifact(saved["kind"], path, saved["meta"]), saved["digest"]

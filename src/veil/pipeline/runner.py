@@ -123,14 +123,14 @@ def run(
         if on_step:
             on_step(i, len(ids), step.id, step.kind, saved is not None)
         if saved is not None:
-            part, artifact = saved
+            part, artifact, output_digest = saved
             reused.append(step.id)
             ledger.entries += part.entries
             ledger.records += part.records
         else:
             part, artifact = _run_step(step, ctx, out)
-            resume.save(out, step.id, mark, part, artifact)
-        done[step.id] = resume.identity(mark, artifact)
+            output_digest = resume.save(out, step.id, mark, part, artifact)
+        done[step.id] = resume.identity(mark, output_digest)
         if artifact is not None:
             ctx.artifacts[step.id] = artifact
             if artifact.path is not None:

@@ -7,7 +7,6 @@ before anything is loaded. Trust is in the signer's public key, obtained out of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,14 +19,12 @@ class SignatureError(VeilError):
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
+    from veil.core.io import sha256_file
+
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError as e:
         raise SignatureError(f"cannot read {path}: {e}") from e
-    return h.hexdigest()
 
 
 def _canonical(files: list[dict]) -> bytes:
