@@ -178,9 +178,9 @@ def infer(
     from veil.encrypted.mpc.infer import infer_saved
     from veil.encrypted.mpc.model import guarantees
 
-    numbers, used_bits = infer_saved(model, data, limit, engine, labels_only, parties,
-                                     compare_bits, input_range, dealer)  # fmt: skip
-    name, seconds = numbers.pop("data"), numbers["seconds"]
+    name, numbers, used_bits = infer_saved(model, data, limit, engine, labels_only, parties,
+                                           compare_bits, input_range, dealer)  # fmt: skip
+    seconds = numbers["seconds"]
     typer.echo(
         f"{numbers['images']} {name} images classified on shares ({parties} parties, {engine}): "
         f"accuracy {numbers['accuracy_mpc']:.4f} (plaintext {numbers['accuracy_plain']:.4f}), "

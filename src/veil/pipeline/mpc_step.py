@@ -36,9 +36,8 @@ def run_serve_mpc(cfg: ServeMPCConfig, ctx: RunContext) -> None:
     from veil.encrypted.mpc.model import guarantees
 
     art = ctx.artifact(cfg.uses, "model")
-    numbers, bits = infer_saved(art.path, art.meta["data"], cfg.limit, cfg.engine,
-                                cfg.labels_only, cfg.parties, cfg.compare_bits,
-                                cfg.input_range, cfg.dealer)  # fmt: skip
-    numbers.pop("data")
+    _, numbers, bits = infer_saved(art.path, art.meta["data"], cfg.limit, cfg.engine,
+                                   cfg.labels_only, cfg.parties, cfg.compare_bits,
+                                   cfg.input_range, cfg.dealer)  # fmt: skip
     for g in guarantees(numbers, cfg.id, cfg.labels_only, cfg.parties, bits, cfg.dealer):
         ctx.ledger.add(g)

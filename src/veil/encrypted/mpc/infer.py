@@ -59,10 +59,11 @@ def infer_saved(
     compare_bits: str = "auto",
     input_range: str = "0,1",
     dealer: str = "trusted",
-) -> tuple[dict, int]:
-    """Classify ``limit`` test images on shares; return the ledger's numbers (accuracy on
-    shares and in plaintext, argmax agreement, error, time, traffic) and the comparison width
-    used. Over ``processes`` the ranks and the dealer are started on 127.0.0.1 and stopped."""
+) -> tuple[str, dict, int]:
+    """Classify ``limit`` test images on shares; return the data set's name, the ledger's
+    numbers (accuracy on shares and in plaintext, argmax agreement, error, time, traffic)
+    and the comparison width used. Over ``processes`` the ranks and the dealer are started
+    on 127.0.0.1 and stopped."""
     from veil.encrypted.mpc.launch import run_processes
     from veil.encrypted.mpc.model import infer_threads
 
@@ -85,7 +86,6 @@ def infer_saved(
     logits = None if labels_only else np.asarray(out["logits"])
     predicted = np.asarray(out["labels"]) if labels_only else logits.argmax(1)
     numbers = {
-        "data": name,
         "images": len(x),
         "accuracy_mpc": float((predicted == y).mean()),
         "accuracy_plain": float((plain.argmax(1) == y).mean()),
@@ -95,4 +95,4 @@ def infer_saved(
     }
     if logits is not None:
         numbers["max_abs_error"] = float(np.abs(logits - plain).max())
-    return numbers, out["compare_bits"]
+    return name, numbers, out["compare_bits"]
