@@ -74,23 +74,22 @@ def step_order(ledger: Ledger) -> list[str]:
 
 
 def step_sections(ledger: Ledger, figures: list) -> list[dict]:
-    """One section per step: its kind, its ledger entries and records, and its figures."""
+    """One section per step: its kind, its ledger entries and records, and its figures;
+    entries and records that name no step get a section ``run`` at the end."""
     kinds = ledger.run.get("step_kinds", {})
-    sections = [
+    order = step_order(ledger)
+    if any(not item.step for item in [*ledger.entries, *ledger.records]):
+        order.append("")
+    return [
         {
-            "id": step,
+            "id": step or "run",
             "kind": kinds.get(step, ""),
             "entries": [e for e in ledger.entries if e.step == step],
             "records": [r for r in ledger.records if r.step == step],
-            "figures": [f for f in figures if f.step == step],
+            "figures": [f for f in figures if step and f.step == step],
         }
-        for step in step_order(ledger)
+        for step in order
     ]
-    unnamed = [e for e in ledger.entries if not e.step], [r for r in ledger.records if not r.step]
-    if unnamed[0] or unnamed[1]:
-        sections.append({"id": "run", "kind": "", "entries": unnamed[0], "records": unnamed[1],
-                         "figures": []})  # fmt: skip
-    return sections
 
 
 def render_html(ledger: Ledger) -> str:

@@ -46,7 +46,7 @@ def verdict(ledger: Ledger, kind: str) -> tuple[str, str]:
 
 def summary_rows(ledger: Ledger) -> list[dict]:
     """For each of the four guarantees: its verdict and why, its status word, the mechanisms
-    behind it, their claims, and the audits that test it (with their findings)."""
+    behind it, the entries that give it, and the audits that test it (names and entries)."""
     rows = []
     for kind in GUARANTEES:
         entries = ledger.for_guarantee(kind)
@@ -59,7 +59,6 @@ def summary_rows(ledger: Ledger) -> list[dict]:
                 "reason": reason,
                 "status": ledger.status(kind),
                 "mechanisms": sorted({e.mechanism for e in entries}),
-                "claims": [e.claim for e in entries if e.guarantee == kind],
                 "given": [e for e in entries if e.guarantee == kind],
                 "audits": [e.mechanism for e in entries if e.guarantee == "audit"],
                 "audit_entries": [e for e in entries if e.guarantee == "audit"],
