@@ -13,7 +13,7 @@ from pathlib import Path
 from veil.core.errors import ScenarioError, VeilError
 from veil.core.guarantees import Ledger
 from veil.pipeline import resume
-from veil.pipeline.scenario import ANY_FILE, Scenario
+from veil.pipeline.scenario import Scenario, kind_fits
 from veil.pipeline.steps import RunContext, step_kind
 
 OUTPUTS = ("ledger.json", "report.html")
@@ -33,7 +33,7 @@ def check_graph(scenario: Scenario) -> None:
                     f"{where}: {step.id}.{fld} needs {kind} {name!r}, which no earlier "
                     "step produces"
                 )
-            elif produced[name] != kind and not (kind == ANY_FILE and produced[name]):
+            elif not kind_fits(kind, produced[name]):
                 problems.append(
                     f"{where}: {step.id}.{fld} needs a {kind}, but step {name!r} "
                     f"produces {produced[name] or 'nothing'}"

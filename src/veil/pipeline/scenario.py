@@ -26,6 +26,11 @@ DEFAULT_SCENARIO = "clinic"
 ANY_FILE = "file"
 
 
+def kind_fits(wanted: str, produced: str | None) -> bool:
+    """Whether an output of kind ``produced`` serves a field that wants ``wanted``."""
+    return produced == wanted or (wanted == ANY_FILE and produced is not None)
+
+
 def ref(artifact_kind: str, **kw):
     """A field that names the output of an earlier step, of kind ``artifact_kind`` (or a list
     of them); kind :data:`ANY_FILE` takes any step that produces something."""

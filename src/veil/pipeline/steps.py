@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from veil.core.errors import ScenarioError
-from veil.pipeline.scenario import ANY_FILE, StepConfig, ref
+from veil.pipeline.scenario import ANY_FILE, StepConfig, kind_fits, ref
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunContext:
 
     def artifact(self, name: str, kind: str) -> Artifact:
         art = self.artifacts.get(name)
-        if art is None or (art.kind != kind and not (kind == ANY_FILE and art.path)):
+        if art is None or not kind_fits(kind, art.kind) or art.path is None and kind == ANY_FILE:
             raise ScenarioError(f"no {kind} named {name!r} was produced by an earlier step")
         return art
 
