@@ -283,6 +283,7 @@ def test_image_share_recover_inspect(tmp_path, capsys):
     assert entry.guarantee == "input" and entry.numbers["k"] == 2
     assert entry.numbers["min_psnr_db"] > 45 and len(entry.evidence["carriers"]) == 3
     key = str(out / "stego.key")
+    assert (out / "stego.key").stat().st_mode & 0o777 == 0o600  # a secret: owner only
     back = tmp_path / "back.png"
     assert recover(out / "share-3.png", out / "share-1.png", to=back) == 0
     assert np.array_equal(np.array(Image.open(back)).astype(np.uint16), scan)

@@ -36,7 +36,7 @@ def share(
 
     from veil.core.errors import refuse_overwrite
     from veil.core.guarantees import Ledger
-    from veil.core.io import atomic_write
+    from veil.core.io import atomic_write, write_private
     from veil.imaging.dicom import is_dicom
     from veil.imaging.images import hide_in_covers, share_file, sharing_guarantee
     from veil.imaging.stego import cover_files, read_cover, write_png
@@ -68,7 +68,7 @@ def share(
         write_png(path, stego)
         quality = f"PSNR {c['psnr_db']:.1f} dB, SSIM {c['ssim']:.5f}"
         typer.echo(f"{path}: share {c['share']} in {c['cover']}, {quality}")
-    atomic_write(out / KEY_FILE, key.hex() + "\n")
+    write_private(out / KEY_FILE, key.hex() + "\n")
     ledger.add(sharing_guarantee(k, n, image.name, carriers, removed))
     ledger.finish(status="ok")
     ledger.save(out / "ledger.json")
