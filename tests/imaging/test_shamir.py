@@ -32,6 +32,26 @@ def test_scale_by_byte_pairs_equals_the_byte_table(c, size, offset):
 
 @settings(max_examples=40, deadline=None)
 @given(
+    size=st.integers(0, 5000),
+    k=st.integers(2, 12),
+    xs=st.lists(st.integers(1, 255), min_size=1, max_size=8, unique=True),
+)
+def test_compiled_polynomials_equal_horner_with_the_byte_table(size, k, xs):
+    # the kernel doubles eight bytes of a word at a time and XORs the doublings that each
+    # power of x selects; a byte-by-byte Horner's rule over MUL is the plain reference
+    rng = np.random.default_rng(size + k)
+    secret = rng.integers(0, 256, size, dtype=np.uint8)
+    coeffs = rng.integers(0, 256, (k - 1, size), dtype=np.uint8)
+    got = gf256.polynomials(secret, coeffs, xs)
+    for t, x in enumerate(xs):
+        acc = np.zeros(size, dtype=np.uint8)
+        for c in coeffs[::-1]:
+            acc = gf256.MUL[x][acc ^ c]
+        assert np.array_equal(got[t], acc ^ secret)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
     secret=st.binary(max_size=300),
     kn=st.tuples(st.integers(2, 6), st.integers(0, 4)),
     data=st.data(),

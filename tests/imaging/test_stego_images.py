@@ -76,6 +76,30 @@ def test_embed_writes_the_v1_layout(data, bits, dtype, shape):
     assert np.array_equal(embed(np.asfortranarray(cover), payload, KEY, bits), stego)
 
 
+@pytest.mark.parametrize(("bits", "dtype"), [(1, np.uint8), (2, np.uint8), (1, np.uint16)])
+def test_embed_in_place_writes_what_a_copy_gets(bits, dtype):
+    cover = np.random.default_rng(6).integers(0, 250, (33, 47, 3)).astype(dtype)
+    payload = np.random.default_rng(7).bytes(capacity(cover.shape, bits) // 2 + 3)
+    copy = embed(cover, payload, KEY, bits)
+    target = cover.copy()
+    assert np.shares_memory(embed(target, payload, KEY, bits, out=target), target)
+    assert np.array_equal(target, copy) and extract(target, KEY, bits) == payload
+    elsewhere = np.zeros_like(cover)
+    embed(cover, payload, KEY, bits, out=elsewhere)
+    assert np.array_equal(elsewhere, copy) and not np.array_equal(cover, copy)
+
+
+def test_embed_refuses_an_out_it_cannot_write_exactly():
+    cover = np.zeros((40, 40, 3), dtype=np.uint8)
+    shifted = np.zeros(4803, dtype=np.uint8)
+    with pytest.raises(StegoError, match="overlaps"):
+        embed(shifted[:4800].reshape(40, 40, 3), b"abc", KEY, out=shifted[3:].reshape(40, 40, 3))
+    with pytest.raises(StegoError, match="C-contiguous"):
+        embed(cover, b"abc", KEY, out=np.zeros((40, 40, 3), dtype=np.uint16))
+    with pytest.raises(StegoError, match="C-contiguous"):
+        embed(cover, b"abc", KEY, out=np.zeros((40, 40, 3), dtype=np.uint8).T)
+
+
 def test_capacity_error_says_what_is_missing():
     cover = np.zeros((16, 16), dtype=np.uint8)
     with pytest.raises(StegoError, match="cover too small"):

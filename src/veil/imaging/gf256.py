@@ -76,3 +76,26 @@ def scale(c: int, arr: np.ndarray) -> np.ndarray:
     out[:even].view(np.uint16)[:] = _pair_table(c).take(flat[:even].view(np.uint16))
     out[even:] = MUL[c].take(flat[even:])
     return out.reshape(arr.shape)
+
+
+def polynomials(secret: np.ndarray, coeffs: np.ndarray, xs: list[int]) -> np.ndarray:
+    """``secret + coeffs[0]·x + ... + coeffs[-1]·x^(k-1)`` at each ``x`` of ``xs``, for every
+    byte at once: shape (len(xs), len(secret)). Lengths that are a multiple of 8 go to the
+    compiled kernel without a copy (:func:`veil.imaging.kernels.shamir_words`)."""
+    from veil.imaging.kernels import shamir_words
+
+    size = secret.size
+    padded = -(-size // 8) * 8
+    if padded != size or not (secret.flags.c_contiguous and coeffs.flags.c_contiguous):
+        secret = np.pad(secret, (0, padded - size))
+        coeffs = np.pad(coeffs, ((0, 0), (0, padded - size)))
+    powers = np.empty((len(xs), len(coeffs)), dtype=np.int64)
+    for t, x in enumerate(xs):
+        p = 1
+        for d in range(len(coeffs)):
+            p = int(MUL[p, x])
+            powers[t, d] = p
+    top = np.array([int(c).bit_length() - 1 for c in powers.max(axis=0, initial=1)], np.int64)
+    out = np.empty((len(xs), padded), dtype=np.uint8)
+    shamir_words(secret.view("<u8"), coeffs.view("<u8"), powers, top, out.view("<u8"))
+    return out[:, :size]

@@ -41,7 +41,7 @@ def share_image(pixels: np.ndarray, k: int, n: int, fmt: str = "PNG") -> list[Sh
             f"expected a 2-D or 3-D uint8/uint16 image, got {pixels.dtype} {pixels.shape}"
         )
     meta = {"kind": "image", "shape": list(pixels.shape), "dtype": str(pixels.dtype), "format": fmt}
-    return split(np.ascontiguousarray(pixels).tobytes(), k, n, meta)
+    return split(memoryview(np.ascontiguousarray(pixels)).cast("B"), k, n, meta)
 
 
 def recover_image(shares: list[Share]) -> tuple[np.ndarray, dict]:

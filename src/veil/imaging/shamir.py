@@ -132,26 +132,22 @@ def _verify(share: Share, key: bytes) -> bool:
         return False
 
 
-def _evaluate(coeffs: np.ndarray, secret: np.ndarray, x: int) -> np.ndarray:
-    """secret + c1·x + ... + c_{k-1}·x^(k-1) for every byte at once (Horner's rule)."""
-    acc = np.zeros_like(secret)
-    for c in coeffs[::-1]:  # highest degree first: acc = (acc + c)·x
-        acc = gf256.scale(x, acc ^ c)
-    return acc ^ secret
-
-
 def split(secret: bytes, k: int, n: int, meta: dict | None = None) -> list[Share]:
     """Share ``secret`` so that any ``k`` of the ``n`` shares recover it and k-1 reveal nothing."""
     if not (2 <= k <= n <= 255):
         raise ShareError(f"need 2 <= k <= n <= 255, got k={k}, n={n}")
     key = secrets.token_bytes(KEY_BYTES)
-    data = np.frombuffer(bytes(secret) + key, dtype=np.uint8)
-    coeffs = np.frombuffer(secrets.token_bytes((k - 1) * len(data)), dtype=np.uint8)
-    coeffs = coeffs.reshape(k - 1, len(data))
+    size = len(secret) + KEY_BYTES
+    padded = -(-size // 8) * 8  # whole 64-bit words for the kernel; the tail is cut off
+    data = np.zeros(padded, dtype=np.uint8)
+    data[: len(secret)] = np.frombuffer(secret, dtype=np.uint8)
+    data[len(secret) : size] = np.frombuffer(key, dtype=np.uint8)
+    coeffs = np.frombuffer(secrets.token_bytes((k - 1) * padded), dtype=np.uint8)
+    values = gf256.polynomials(data, coeffs.reshape(k - 1, padded), list(range(1, n + 1)))
     sharing_id = secrets.token_hex(8)
     shares = []
     for x in range(1, n + 1):
-        unsigned = Share(x, k, n, sharing_id, _evaluate(coeffs, data, x).tobytes(), meta or {})
+        unsigned = Share(x, k, n, sharing_id, values[x - 1, :size].tobytes(), meta or {})
         shares.append(Share(**{**unsigned.__dict__, "tag": _tag(unsigned, key)}))
     return shares
 

@@ -29,7 +29,6 @@ class StegoError(VeilError):
 
 
 BLOCK = 64  # values per block: the keyed order shuffles blocks, values run in order inside
-CHUNK = 512  # blocks handled at once while embedding: the working set stays in cache
 
 
 def _blocks(key: bytes, total_blocks: int, needed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,18 +71,29 @@ def capacity(shape: tuple[int, ...], bits: int = 1) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _word_tables(bits: int, itemsize: int) -> tuple[np.ndarray, np.ndarray]:
+def _spread_table(bits: int, itemsize: int) -> tuple[np.ndarray, np.uint64, int]:
     """Embedding one payload byte writes its 8/bits symbols (most significant first) into
-    the low bits of 8/bits consecutive little-endian cover values: as 32-bit words, the
-    byte's words are ``table[byte]`` after the values are ANDed with ``keep``."""
+    the low bits of 8/bits consecutive little-endian cover values. As 64-bit words:
+    ``table[byte]`` is those bits laid out in place, and ``keep`` masks off the low bits.
+    Also the kernel's mode: 1 or 2 words per byte, or 0 (half a word: 8-bit values at 2
+    bits, whose table rows hold 32 bits)."""
     per = 8 // bits
     low = (1 << bits) - 1
     dtype = np.dtype(f"<u{itemsize}")
     byte = np.arange(256)[:, None]
     shifts = 8 - bits * (np.arange(per) + 1)
     table = ((byte >> shifts) & low).astype(dtype).view("<u4")
-    keep = np.full(per, np.iinfo(dtype).max ^ low, dtype=dtype).view("<u4")
-    return table, keep
+    keep32 = int(np.full(per, np.iinfo(dtype).max ^ low, dtype=dtype).view("<u4")[0])
+    mode = table.shape[1] // 2
+    table = table.astype("<u8") if mode == 0 else np.ascontiguousarray(table).view("<u8")
+    table.flags.writeable = False
+    return table, np.uint64(keep32 | keep32 << 32), mode
+
+
+def _symbols(data: np.ndarray, bits: int) -> np.ndarray:
+    """Bytes as ``bits``-bit symbols, most significant first."""
+    stream = np.unpackbits(data)
+    return stream if bits == 1 else (stream[0::2] << 1) | stream[1::2]
 
 
 def _unsymbols(symbols: np.ndarray, bits: int, nbytes: int) -> bytes:
@@ -95,13 +105,36 @@ def _unsymbols(symbols: np.ndarray, bits: int, nbytes: int) -> bytes:
     return np.packbits(stream[: nbytes * 8]).tobytes()
 
 
-def embed(cover: np.ndarray, data: bytes, key: bytes, bits: int = 1) -> np.ndarray:
-    """A copy of ``cover`` (integer array) carrying ``data`` in its low ``bits`` bits.
+def _target(cover: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The cover's values as one little-endian row, where to write (a new array, or ``out``),
+    and whether that is the cover itself (in place: blocks that carry nothing need no copy)."""
+    src = np.ascontiguousarray(cover, dtype=cover.dtype.newbyteorder("<")).reshape(-1)
+    if out is None:
+        return src, np.empty_like(src), False
+    if out.shape != cover.shape or out.dtype != src.dtype or not out.flags.c_contiguous:
+        raise StegoError(
+            f"out must be a C-contiguous little-endian array like the cover ({cover.shape}, "
+            f"{src.dtype}), got {out.shape} {out.dtype}"
+        )
+    dst = out.reshape(-1)
+    inplace = np.shares_memory(dst, src)
+    if inplace and dst.ctypes.data != src.ctypes.data:
+        raise StegoError("out overlaps the cover without being the cover")
+    return src, dst, inplace
 
-    One pass over the cover in its own order, a chunk of blocks at a time, on 32-bit words:
-    each block fetches the payload bytes it carries (by the inverse permutation) and gets
-    their symbols by table; blocks that carry nothing are copied back unchanged.
+
+def embed(cover: np.ndarray, data: bytes, key: bytes, bits: int = 1,
+          out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """A copy of ``cover`` (integer array) carrying ``data`` in its low ``bits`` bits; with
+    ``out``, written there instead (``out=cover`` embeds in place, the fastest: no new
+    memory to fault in, and blocks that carry nothing are not touched).
+
+    One compiled pass over the cover's 64-bit words in its own order
+    (:func:`veil.imaging.kernels.embed_words`): each block fetches the payload bytes it
+    carries (by the inverse permutation) and gets their symbols by table.
     """
+    from veil.imaging.kernels import embed_words
+
     _check_bits(bits)
     if cover.dtype.kind != "u":
         raise StegoError(f"covers must be unsigned integer images, got {cover.dtype}")
@@ -111,34 +144,26 @@ def embed(cover: np.ndarray, data: bytes, key: bytes, bits: int = 1) -> np.ndarr
             f"cover too small: {len(data)} bytes need {extra} more channel values than the "
             f"{cover.size} it has at {bits} bit(s) each; use a larger cover or 2 bits"
         )
-    size = LENGTH_BYTES + len(data)
-    src = np.ascontiguousarray(cover, dtype=cover.dtype.newbyteorder("<")).reshape(-1)
-    out = np.empty_like(src)
+    src, dst, inplace = _target(cover, out)
+    payload = np.empty(LENGTH_BYTES + len(data), dtype=np.uint8)
+    payload[:LENGTH_BYTES] = np.frombuffer(struct.pack(">I", len(data)), np.uint8)
+    payload[LENGTH_BYTES:] = np.frombuffer(data, np.uint8)
     blocks = src.size // BLOCK
-    out[blocks * BLOCK :] = src[blocks * BLOCK :]
-    src_words, out_words = (a[: blocks * BLOCK].view("<u4").reshape(blocks, -1) for a in (src, out))
+    if not inplace:
+        dst[blocks * BLOCK :] = src[blocks * BLOCK :]
     per_block = BLOCK * bits // 8  # payload bytes per block
-    needed = -(-size // per_block)
+    needed = -(-payload.size // per_block)
     order, inverse = _blocks(key, blocks, needed)
-    carried = np.zeros((needed + 1, per_block), dtype=np.uint8)  # row `needed`: nothing
-    flat_carried = carried.reshape(-1)
-    flat_carried[:LENGTH_BYTES] = np.frombuffer(struct.pack(">I", len(data)), np.uint8)
-    flat_carried[LENGTH_BYTES:size] = np.frombuffer(data, np.uint8)
-    source = np.minimum(inverse, needed)
-    table, keep = _word_tables(bits, src.itemsize)
-    keep_rows = np.tile(keep, (min(CHUNK, blocks), per_block))  # full rows: no broadcasting
-    for start in range(0, blocks, CHUNK):
-        part = slice(start, start + CHUNK)
-        words = np.bitwise_and(
-            src_words[part], keep_rows[: len(src_words[part])], out=out_words[part]
-        )
-        words |= table.take(carried.take(source[part], 0).reshape(-1), 0).reshape(len(words), -1)
-    idle = order[needed:]  # blocks that carry nothing keep every bit
-    out_words[idle] = src_words[idle]
-    used = size - (needed - 1) * per_block  # the last block may be partly used
-    last = order[needed - 1]
-    out_words[last, used * len(keep) :] = src_words[last, used * len(keep) :]
-    return out.reshape(cover.shape).astype(cover.dtype, copy=False)
+    table, keep, mode = _spread_table(bits, src.itemsize)
+    words = (a[: blocks * BLOCK].view("<u8").reshape(blocks, -1) for a in (src, dst))
+    embed_words(*words, inverse, payload, table, keep, mode, not inplace)
+    full = payload.size // per_block * per_block
+    if full < payload.size:  # the last block is partly used: its other values keep every bit
+        symbols = _symbols(payload[full:], bits)
+        at = slice(order[needed - 1] * BLOCK, order[needed - 1] * BLOCK + len(symbols))
+        dst[at] = (src[at] >> bits << bits) | symbols
+    result = dst.reshape(cover.shape)
+    return result if out is not None else result.astype(cover.dtype, copy=False)
 
 
 def extract(stego: np.ndarray, key: bytes, bits: int = 1) -> bytes:
