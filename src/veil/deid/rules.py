@@ -41,7 +41,8 @@ PATTERNS: dict[str, list[re.Pattern]] = {
     "PHONE": [
         re.compile(r"\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-]\d{4}\b"),
         re.compile(
-            r"\b(?:phone|tel|telephone|pager|page|beeper|beep|call|cell|fax|ext|x)\.?\s*[:#]?\s*"
+            r"\b(?:phone|tel|telephone|pager|page|pgr|pg|beeper|beep|call|cell|fax|ext|x)\.?"
+            r"(?:\s*(?:number|num|no\.?|[:#]))*\s*#?\s*"  # "Pager: #54321", "beeper number 55037"
             r"(\d{3}[\-.]\d{4}|\d{4,5})\b",
             re.I,
         ),
