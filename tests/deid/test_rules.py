@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from veil.deid import rules
 from veil.deid.corpus import Span
@@ -57,3 +59,45 @@ def test_initials_join_the_name_after_them():
     ]
     joined = rules.with_initials(text, found)
     assert [text[s.start : s.end] for s in joined] == ["E. WELSH", "J Smith", "Jones"]
+
+
+def _span(text: str, part: str, label: str) -> Span:
+    return Span(text.index(part), text.index(part) + len(part), label)
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "label", "kept"),
+    [
+        # the annotators mark an initial and a surname apart, without the period
+        ("DAN A. FORMAN-LYONS, RRT", "A. FORMAN-LYONS,", "NAME-DOCTOR", ["A", "FORMAN-LYONS"]),
+        ("Dr. Van Leeuwen (his PCP)", "Dr. Van Leeuwen (", "NAME-DOCTOR", ["Van Leeuwen"]),
+        ("per Dr. O'brien - see", "O'brien -", "NAME-DOCTOR", ["O'brien"]),
+        ("Mr. Nicholson is", ".", "NAME-PATIENT", []),
+        ("Mr. Nicholson is", "Mr", "NAME-PATIENT", []),
+        ("Sister 415-999-8604. Call", "415-999-8604.", "PHONE", ["415-999-8604"]),
+        ("call (201) 223-4567) now", "(201) 223-4567)", "PHONE", ["(201) 223-4567)"]),
+        ("accepted by St. Agnes", "St.", "LOCATION", ["St."]),
+        ("seen in nov. 2016", "nov.", "DATE", ["nov."]),
+        ("admitted 8/20/02 /p CP", "8/20/02 /", "DATE", ["8/20/02"]),
+    ],
+)
+def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):
+    tidied = rules.tidy(text, [_span(text, part, label)])
+    assert [text[s.start : s.end] for s in tidied] == kept
+    assert all(s.label == label for s in tidied)
+
+
+@given(st.text(alphabet="aZ9 .,-'()/:", max_size=30), st.data())
+def test_tidy_only_shrinks_spans_and_never_leaves_marks_at_their_edges(text, data):
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    label = data.draw(st.sampled_from(["NAME-PATIENT", "DATE", "LOCATION"]))
+
+    def inside_a_word(i: int) -> bool:
+        return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+    for s in rules.tidy(text, [Span(start, end, label)]):
+        assert start <= s.start < s.end <= end
+        first, last = text[s.start], text[s.end - 1]
+        assert first.isalnum() or first == "(" or inside_a_word(s.start)
+        assert last.isalnum() or last == ")" or inside_a_word(s.end - 1)

@@ -126,3 +126,52 @@ def with_initials(text: str, found: list[Span]) -> list[Span]:
             if m := _INITIAL.search(before):
                 out.append(Span(s.start - len(before) + m.start(1), s.end, s.label))
     return merge(out)
+
+
+# Span edges as the PhysioNet annotators draw them: names without titles and without marks
+# ("A" and "FORMAN-LYONS" in "Dr. A. FORMAN-LYONS,"; hyphens and apostrophes stay), and no
+# span begins or ends with a mark outside a word ("Leeuwen (", "8604."), except the period
+# of an abbreviation ("St.", "Jan.") and parentheses the span both opens and closes.
+_NAME_BREAK = re.compile(r"[^\w\s'\-]+")
+_TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
+_ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
+
+
+def tidy(text: str, found: list[Span]) -> list[Span]:
+    """``found`` with the edges the annotators use: names split at marks and titles
+    dropped, marks trimmed from both ends of every span; spans left empty are dropped."""
+    out = []
+    for span in found:
+        parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
+        out.extend(t for t in map(lambda p: _trimmed(text, p), parts) if t is not None)
+    return out
+
+
+def _name_parts(text: str, span: Span) -> list[Span]:
+    cuts = [span.start]
+    for m in _NAME_BREAK.finditer(text, span.start, span.end):
+        cuts += [m.start(), m.end()]
+    cuts.append(span.end)
+    parts = [Span(a, b, span.label) for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
+    return [p for p in parts if not _TITLE.match(text[p.start : p.end].strip())]
+
+
+def _kept(text: str, i: int) -> bool:
+    """A letter or digit, or a mark inside a word ("FORMAN-LYONS", "O'brien", "7/22")."""
+    if text[i].isalnum():
+        return True
+    return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
+def _trimmed(text: str, span: Span) -> Span | None:
+    start, end = span.start, span.end
+    inside = text[start:end]
+    while start < end and not _kept(text, start) and not (text[start] == "(" and ")" in inside):
+        start += 1
+    while end > start and not _kept(text, end - 1):
+        if text[end - 1] == ")" and "(" in inside:
+            break
+        if text[end - 1] == "." and _ABBREVIATION.search(text, start, end):
+            break
+        end -= 1
+    return Span(start, end, span.label) if end > start else None

@@ -228,8 +228,9 @@ class Tagger:
 
     @staticmethod
     def finish(text: str, found: list[Span], by_rules: list[Span]) -> list[Span]:
-        """The network's spans with initials before names, unioned with the rules' spans."""
-        return rules.merge([*rules.with_initials(text, found), *by_rules])
+        """The network's spans with initials before names and the annotators' edges
+        (:func:`veil.deid.rules.tidy`), unioned with the rules' spans."""
+        return rules.merge([*rules.tidy(text, rules.with_initials(text, found)), *by_rules])
 
     def spans(self, text: str) -> list[Span]:
         """PHI spans of one text."""
