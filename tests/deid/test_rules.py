@@ -79,6 +79,14 @@ def _span(text: str, part: str, label: str) -> Span:
         ("accepted by St. Agnes", "St.", "LOCATION", ["St."]),
         ("seen in nov. 2016", "nov.", "DATE", ["nov."]),
         ("admitted 8/20/02 /p CP", "8/20/02 /", "DATE", ["8/20/02"]),
+        # numbers no date is written as: a month over 12, a time
+        ("SUPPORT FROM 18-16, & PEEP", "18-16", "DATE", []),
+        ("BUN/CRE 94/3.4. Quinton", "94/3", "DATE", []),
+        ("EW 8/25 @ 1230 W", "1230", "DATE", []),
+        ("last seen 12/93 and in 1995", "12/93", "DATE", ["12/93"]),
+        ("last seen 12/93 and in 1995", "1995", "DATE", ["1995"]),
+        ("on 3-5 wbcs", "3-5", "DATE", ["3-5"]),
+        ("on 7/22 at", "/", "DATE", []),
     ],
 )
 def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):

@@ -139,12 +139,33 @@ _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
 def tidy(text: str, found: list[Span]) -> list[Span]:
     """``found`` with the edges the annotators use: names split at marks and titles
-    dropped, marks trimmed from both ends of every span; spans left empty are dropped."""
+    dropped, marks trimmed from both ends of every span; spans left empty are dropped, and
+    so are dates that no date is written as."""
     out = []
     for span in found:
         parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
-        out.extend(t for t in map(lambda p: _trimmed(text, p), parts) if t is not None)
+        trimmed = (_trimmed(text, p) for p in parts)
+        out.extend(t for t in trimmed if t is not None and _may_be(text[t.start : t.end], t))
     return out
+
+
+_NUMERIC = re.compile(r"[\d\s/\-.]+")
+
+
+def _may_be(words: str, span: Span) -> bool:
+    """False for a numeric "date" that no date is written as: a month over 12 ("18-16",
+    "94/3": settings and lab values) or three or four digits that are not a year ("1230",
+    "0321": times). No gold date of the PhysioNet train and dev notes fails this."""
+    if span.label != "DATE" or not _NUMERIC.fullmatch(words):
+        return True
+    numbers = re.findall(r"\d+", words)
+    if not numbers:
+        return False
+    if re.search(r"[/\-]", words):
+        return 1 <= int(numbers[0]) <= 12
+    if len(numbers) == 1 and len(numbers[0]) in (3, 4):
+        return 1900 <= int(numbers[0]) <= 2099
+    return True
 
 
 def _name_parts(text: str, span: Span) -> list[Span]:
