@@ -22,6 +22,9 @@ from veil.deid.corpus import Span
         ("a 92 yo woman", [("92", "AGE>89")]),
         ("mail jo.doe@example.com now", [("jo.doe@example.com", "EMAIL")]),
         ("see https://example.org/x.", [("https://example.org/x", "URL")]),
+        ("BUMEX INCREASED ON 10/20 @ MN", [("10/20", "DATE")]),
+        ("accepted by St. Agnes but", [("St. Agnes", "LOCATION")]),
+        ("a bed @ St A. but", [("St A", "LOCATION")]),
     ],
 )
 def test_rules_find_phi_formats(text, found):
@@ -40,6 +43,12 @@ def test_rules_find_phi_formats(text, found):
         "a 74 yo woman",
         "K 3.4 Mg 2.1",
         "600x12/5/40%",
+        "SIMV/PS 500 X 14, 50% 5/5. PT",
+        "On weaning trial 5/5, VTs 400s",
+        "Continued to wean down to 10/5. Pt",
+        "PSV increased to 10/5 overnight",
+        "1MM ST ELEVATION IN V2",
+        "ST Depression noted",
     ],
 )
 def test_rules_leave_clinical_numbers_alone(text):
@@ -63,6 +72,14 @@ def test_initials_join_the_name_after_them():
 
 def _span(text: str, part: str, label: str) -> Span:
     return Span(text.index(part), text.index(part) + len(part), label)
+
+
+def test_tidy_joins_a_name_split_at_its_hyphen():
+    text = "DAN A. FORMAN-LYONS, RRT"
+    found = [_span(text, "FORMAN", "NAME-DOCTOR"), _span(text, "LYONS", "NAME-DOCTOR")]
+    assert [text[s.start : s.end] for s in rules.tidy(text, found)] == ["FORMAN-LYONS"]
+    apart = [_span(text, "A", "NAME-DOCTOR"), _span(text, "FORMAN", "NAME-DOCTOR")]
+    assert len(rules.tidy(text, apart)) == 2
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""High-precision PHI patterns: dates, phone numbers, IDs, ages over 89, e-mails, URLs.
+"""High-precision PHI patterns: dates, phones, IDs, ages over 89, e-mails, URLs, saints' hospitals.
 
 The rules are unioned with the tagger's spans (they catch formats a network sees too rarely
 to learn) and are the tagger's input features. Each pattern was kept only if it is precise on
@@ -62,13 +62,18 @@ PATTERNS: dict[str, list[re.Pattern]] = {
     ],
     "EMAIL": [re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")],
     "URL": [re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:)]", re.I)],
+    # hospitals named for a saint: "St. Agnes", "St A." (never "ST" as in ST elevation)
+    "LOCATION": [re.compile(r"\b(?:St|Saint)\.?\s+[A-Z][a-z']*\b")],
 }
 
 
-# Ventilator and pain-scale settings ("PSV 10/5", "600x12/5", "8/10 pain") look like dates.
+# Ventilator and pain-scale settings ("PSV 10/5", "600x12/5", "50% 5/5", "weaning trial 5/5",
+# "increased to 10/5", "8/10 pain") look like dates.
 _SETTINGS_BEFORE = re.compile(
-    r"(?:\b(?:ps|psv|pap|cpap|bipap|peep|vent|ventilator|settings|flowby|ac|imv|simv|pain)"
-    r"|x|&)[\s:,]*$",
+    r"(?:\b(?:ps|psv|pap|cpap|bipap|peep|vent|ventilator|settings|flowby|ac|imv|simv|pain|trial)"
+    r"|\bwean(?:ed|ing)?(?:\s+(?:down|back))?\s+(?:to|on)"
+    r"|\b(?:changed|increased|decreased)(?:\s+(?:over|back))?\s+to"
+    r"|x|&|%)[\s:,]*$",
     re.I,
 )
 _SETTINGS_AFTER = re.compile(r"^\s*(?:peep|cm|psv|ps\b|fio2|pain|%|bpm)", re.I)
@@ -79,7 +84,7 @@ def _settings_like(text: str, start: int, end: int) -> bool:
     if "/" not in text[start:end]:
         return False
     return bool(
-        _SETTINGS_BEFORE.search(text[max(0, start - 12) : start])
+        _SETTINGS_BEFORE.search(text[max(0, start - 24) : start])
         or _SETTINGS_AFTER.match(text[end : end + 8])
     )
 
@@ -139,13 +144,30 @@ _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
 def tidy(text: str, found: list[Span]) -> list[Span]:
     """``found`` with the edges the annotators use: names split at marks and titles
-    dropped, marks trimmed from both ends of every span; spans left empty are dropped, and
-    so are dates that no date is written as."""
+    dropped, marks trimmed from both ends of every span, a name's parts around a hyphen
+    joined; spans left empty are dropped, and so are dates that no date is written as."""
     out = []
     for span in found:
         parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
         trimmed = (_trimmed(text, p) for p in parts)
         out.extend(t for t in trimmed if t is not None and _may_be(text[t.start : t.end], t))
+    return _joined_names(text, sorted(out, key=lambda s: s.start))
+
+
+def _joined_names(text: str, found: list[Span]) -> list[Span]:
+    """Name parts on both sides of a hyphen or apostrophe joined ("FORMAN-LYONS", "O'Brien")."""
+    out: list[Span] = []
+    for s in found:
+        last = out[-1] if out else None
+        if (
+            last
+            and last.label.startswith("NAME-")
+            and s.label.startswith("NAME-")
+            and text[last.end : s.start] in ("-", "'")
+        ):
+            out[-1] = Span(last.start, s.end, last.label)
+        else:
+            out.append(s)
     return out
 
 
