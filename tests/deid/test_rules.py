@@ -103,6 +103,12 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ("last seen 12/93 and in 1995", "12/93", "DATE", ["12/93"]),
         ("last seen 12/93 and in 1995", "1995", "DATE", ["1995"]),
         ("on 3-5 wbcs", "3-5", "DATE", ["3-5"]),
+        ("NSR WITH HR 83-89 now", "83", "DATE", []),
+        ("TYLENOL #3 2 TABS", "3 2", "DATE", []),
+        ("CVA in 94 and 00 affected", "00", "DATE", ["00"]),
+        ("s/p cabg '95(lima", "95", "DATE", ["95"]),
+        ("PMH: CABG 81, Redo", "81", "DATE", ["81"]),
+        ("birthday is may 16, 2015", "16", "DATE", ["16"]),
         ("on 7/22 at", "/", "DATE", []),
     ],
 )
@@ -126,3 +132,16 @@ def test_tidy_only_shrinks_spans_and_never_leaves_marks_at_their_edges(text, dat
         first, last = text[s.start], text[s.end - 1]
         assert first.isalnum() or first == "(" or inside_a_word(s.start)
         assert last.isalnum() or last == ")" or inside_a_word(s.end - 1)
+
+
+def test_tidy_keeps_every_gold_span_of_the_train_and_dev_patients(shared_data):
+    """The edge and date checks were set on these notes (the test patients stay unseen)."""
+    from veil.deid.corpus import read_physionet, split_patients
+
+    root = shared_data / "deid"
+    notes = read_physionet(root / "physionet-dev.text", root / "physionet-dev.phrase")
+    train, dev, _ = split_patients(notes, (0.7, 0.15, 0.15), seed=0)
+    for n in train + dev:
+        kept = rules.tidy(n.text, n.spans)
+        for s in n.spans:
+            assert any(k.start < s.end and s.start < k.end for k in kept), n.text[s.start : s.end]

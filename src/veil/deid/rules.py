@@ -142,6 +142,11 @@ _TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
 _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
 
+_MONTH_NEAR = re.compile(rf"\b{MONTHS}\b", re.I)
+_VITALS = r"(?:HR|BP|RR|SBP|DBP|MAP|CVP|PAP|TV|VT|PS|PEEP|FIO|GCS|NA|MG|CA|HCT|WBC|BUN)\s"
+_YEAR_BEFORE = re.compile(rf"(?:'|\b(?:in|and)\s+|\b(?!{_VITALS})[A-Z]{{2,5}}(?:x\d)?\s+)$")
+
+
 def tidy(text: str, found: list[Span]) -> list[Span]:
     """``found`` with the edges the annotators use: names split at marks and titles
     dropped, marks trimmed from both ends of every span, a name's parts around a hyphen
@@ -150,7 +155,7 @@ def tidy(text: str, found: list[Span]) -> list[Span]:
     for span in found:
         parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
         trimmed = (_trimmed(text, p) for p in parts)
-        out.extend(t for t in trimmed if t is not None and _may_be(text[t.start : t.end], t))
+        out.extend(t for t in trimmed if t is not None and _may_be(text, t))
     return _joined_names(text, sorted(out, key=lambda s: s.start))
 
 
@@ -174,10 +179,14 @@ def _joined_names(text: str, found: list[Span]) -> list[Span]:
 _NUMERIC = re.compile(r"[\d\s/\-.]+")
 
 
-def _may_be(words: str, span: Span) -> bool:
+def _may_be(text: str, span: Span) -> bool:
     """False for a numeric "date" that no date is written as: a month over 12 ("18-16",
-    "94/3": settings and lab values) or three or four digits that are not a year ("1230",
-    "0321": times). No gold date of the PhysioNet train and dev notes fails this."""
+    "94/3": settings and lab values), three or four digits that are not a year ("1230",
+    "0321": times), numbers apart ("3 2"), one or two digits alone ("HR 83", "# 8") unless
+    a month name is next to them ("may 16") or they follow an apostrophe, "in" or an
+    acronym as a year does ("'95", "CVA in 94", "CABG 81"). No gold date of the PhysioNet
+    train and dev notes fails this (a test checks it)."""
+    words = text[span.start : span.end]
     if span.label != "DATE" or not _NUMERIC.fullmatch(words):
         return True
     numbers = re.findall(r"\d+", words)
@@ -185,8 +194,14 @@ def _may_be(words: str, span: Span) -> bool:
         return False
     if re.search(r"[/\-]", words):
         return 1 <= int(numbers[0]) <= 12
-    if len(numbers) == 1 and len(numbers[0]) in (3, 4):
+    if len(numbers[0]) in (3, 4) and len(numbers) == 1:
         return 1900 <= int(numbers[0]) <= 2099
+    if len(numbers) > 1:  # "3 2" (Tylenol #3, 2 tabs)
+        return False
+    if len(numbers[0]) <= 2:
+        near = text[max(0, span.start - 10) : span.end + 10]
+        year = len(numbers[0]) == 2 and _YEAR_BEFORE.search(text, 0, span.start)
+        return bool(_MONTH_NEAR.search(near) or year)
     return True
 
 
