@@ -57,7 +57,7 @@ def curve(tagger, test):
 
 def main() -> None:
     p = common.parser("deid", __doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--target-recall", type=float, default=0.94)
     p.add_argument("--theta-down", type=float, nargs="+", default=[0.1, 0.5, 1.0],

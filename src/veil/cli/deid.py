@@ -241,7 +241,7 @@ def train(
         ".jsonl); default: $VEIL_DATA/deid/physionet-dev.text.",
     ),
     out: Path = typer.Option(Path("tagger.veil"), "--out", "-o", help="Tagger file to write."),
-    epochs: int = typer.Option(15, help="Training epochs (DSSGD: rounds)."),
+    epochs: int = typer.Option(20, help="Training epochs (DSSGD: rounds)."),
     sites: int = typer.Option(1, min=1, help="Sites that train together (split by patient)."),
     algo: str = typer.Option("dssgd", help="How sites train together: dssgd."),
     theta_down: float = typer.Option(0.5, help="DSSGD: fraction of parameters downloaded."),
