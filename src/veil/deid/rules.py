@@ -142,11 +142,6 @@ _TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
 _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
 
-_MONTH_NEAR = re.compile(rf"\b{MONTHS}\b", re.I)
-_VITALS = r"(?:HR|BP|RR|SBP|DBP|MAP|CVP|PAP|TV|VT|PS|PEEP|FIO|GCS|NA|MG|CA|HCT|WBC|BUN)\s"
-_YEAR_BEFORE = re.compile(rf"(?:'|\b(?:in|and)\s+|\b(?!{_VITALS})[A-Z]{{2,5}}(?:x\d)?\s+)$")
-
-
 def tidy(text: str, found: list[Span]) -> list[Span]:
     """``found`` with the edges the annotators use: names split at marks and titles
     dropped, marks trimmed from both ends of every span, a name's parts around a hyphen
@@ -176,7 +171,11 @@ def _joined_names(text: str, found: list[Span]) -> list[Span]:
     return out
 
 
+# What a numeric date may look like (see _may_be)
 _NUMERIC = re.compile(r"[\d\s/\-.]+")
+_MONTH_NEAR = re.compile(rf"\b{MONTHS}\b", re.I)
+_VITALS = r"(?:HR|BP|RR|SBP|DBP|MAP|CVP|PAP|TV|VT|PS|PEEP|FIO|GCS|NA|MG|CA|HCT|WBC|BUN)\s"
+_YEAR_BEFORE = re.compile(rf"(?:'|\b(?:in|and)\s+|\b(?!{_VITALS})[A-Z]{{2,5}}(?:x\d)?\s+)$")
 
 
 def _may_be(text: str, span: Span) -> bool:
@@ -200,7 +199,8 @@ def _may_be(text: str, span: Span) -> bool:
         return False
     if len(numbers[0]) <= 2:
         near = text[max(0, span.start - 10) : span.end + 10]
-        year = len(numbers[0]) == 2 and _YEAR_BEFORE.search(text, 0, span.start)
+        before = max(0, span.start - 12)
+        year = len(numbers[0]) == 2 and _YEAR_BEFORE.search(text, before, span.start)
         return bool(_MONTH_NEAR.search(near) or year)
     return True
 
