@@ -185,8 +185,11 @@ class Tagger:
     def emissions(
         self, notes: list[Note], rule_spans: list[list[Span]] | None = None
     ) -> list[tuple[Encoded, np.ndarray]]:
-        """Each chunk of ``notes`` with its emission scores (before the bias)."""
+        """Each chunk of ``notes`` with its emission scores (before the bias), shortest
+        chunks first."""
         chunks = self.encoder.encode(notes, gold=False, rule_spans=rule_spans)
+        # batches of chunks of about the same length: less padding for the LSTM to run over
+        chunks.sort(key=lambda c: len(c.toks))
         out = []
         for i in range(0, len(chunks), 64):
             part = chunks[i : i + 64]
@@ -199,7 +202,7 @@ class Tagger:
     def decode(
         self, scored: list[tuple[Encoded, np.ndarray]], n_notes: int, o_bias: float | None = None
     ) -> list[list[Span]]:
-        """Spans per note from scored chunks, with the recall bias applied."""
+        """Spans per note (unsorted) from scored chunks, with the recall bias applied."""
         bias = self.o_bias if o_bias is None else o_bias
         found: list[list[Span]] = [[] for _ in range(n_notes)]
         for i in range(0, len(scored), 64):
