@@ -193,14 +193,15 @@ def _may_be(text: str, span: Span) -> bool:
         return False
     if re.search(r"[/\-]", words):
         return 1 <= int(numbers[0]) <= 12
-    if len(numbers[0]) in (3, 4) and len(numbers) == 1:
-        return 1900 <= int(numbers[0]) <= 2099
     if len(numbers) > 1:  # "3 2" (Tylenol #3, 2 tabs)
         return False
-    if len(numbers[0]) <= 2:
+    number = numbers[0]
+    if len(number) in (3, 4):
+        return 1900 <= int(number) <= 2099
+    if len(number) <= 2:
         near = text[max(0, span.start - 10) : span.end + 10]
         before = max(0, span.start - 12)
-        year = len(numbers[0]) == 2 and _YEAR_BEFORE.search(text, before, span.start)
+        year = len(number) == 2 and _YEAR_BEFORE.search(text, before, span.start)
         return bool(_MONTH_NEAR.search(near) or year)
     return True
 
