@@ -3,8 +3,9 @@
 (a) One training step on a fixed batch of 256, same model and weights, CPU, timed
 round-robin in one process: plain SGD; veil DP-SGD (``layers`` engine, noise included);
 Opacus 1.6 ``make_private`` with hooks and with ghost clipping. Ratios are medians of
-per-round ratios. (b) Full-MNIST accuracy at ε = 1, 3, 8 (δ = 1e-5), with wall time and peak
-memory; the accounting covers every step taken.
+per-round ratios, with the allocator held steady (``common.steady_allocator``) so that no
+step's time depends on whether glibc hands it fresh pages. (b) Full-MNIST accuracy at
+ε = 1, 3, 8 (δ = 1e-5), with wall time and peak memory; the accounting covers every step.
 
 Writes benchmarks/results/dp.json: step_ratio_vs_plain, step_ratio_vs_opacus_hooks,
 step_ratio_vs_opacus_ghost (mnist-cnn, B=256), accuracy_eps1, accuracy_eps3, accuracy_eps8.
@@ -151,7 +152,7 @@ def main() -> None:
     p.add_argument("--model", default="scatter-linear", help="network for the accuracy runs")
     args = p.parse_args()
     rounds = 10 if args.quick else 40
-    results = {"batch": BATCH, "steps": {}}
+    results = {"batch": BATCH, "allocator": common.steady_allocator(), "steps": {}}
     for name, shape in (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28))):
         results["steps"][name] = step_times(name, shape, rounds)
     head = results["steps"]["mnist-cnn"]
