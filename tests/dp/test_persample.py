@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from veil.core.errors import ConfigError, ModelError
+from veil.dp import persample
 from veil.dp.persample import (
     LayerEngine,
     OpacusEngine,
@@ -98,6 +99,34 @@ def test_all_engines_agree_on_norms_and_clipped_sums(case, per_layer):
         assert torch.allclose(out.norms, norms.sum(0).sqrt(), atol=1e-9), name
         for g, ref in zip(out.grads, expected, strict=True):
             assert (g - ref).abs().max() <= 1e-6, name
+
+
+CONVS = {
+    "mnist-cnn first layer": (dict(in_channels=1, out_channels=3, kernel_size=8, stride=2,
+                                   padding=3), (28, 28)),
+    "mnist-cnn second layer": (dict(in_channels=3, out_channels=4, kernel_size=4, stride=2),
+                               (13, 13)),
+    "uneven stride, dilation": (dict(in_channels=2, out_channels=3, kernel_size=(4, 3),
+                                     stride=(2, 3), padding=(1, 2), dilation=(1, 2)), (9, 11)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("conv", sorted(CONVS))
+@pytest.mark.parametrize("method", sorted(persample._CONV_METHODS))
+def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
+    # the engine times the methods and keeps the faster, so each is checked here on its own
+    kwargs, size = CONVS[conv]
+    m = nn.Conv2d(**kwargs).double()
+    torch.manual_seed(0)
+    A = torch.randn(5, m.in_channels, *size, dtype=torch.double)
+    G = torch.randn_like(m(A))
+    naive = torch.stack([
+        torch.nn.grad.conv2d_weight(A[i : i + 1], m.weight.shape, G[i : i + 1], stride=m.stride,
+                                    padding=m.padding, dilation=m.dilation)
+        for i in range(len(A))
+    ])  # fmt: skip
+    per_sample = persample._CONV_METHODS[method](m, A, G)
+    assert (per_sample - naive.flatten(1)).abs().max() <= 1e-9
 
 
 def test_embedding_padding_index_has_no_gradient():
