@@ -41,7 +41,7 @@ def steady_allocator() -> str:
 
     glibc hands large blocks back to the OS and maps new ones later; a step that allocates
     them then pays a page fault per 4 KiB (measured: a plain ``mnist-cnn`` step at batch 256
-    took 3,700 faults and 16.7 ms in one process state, 8 faults and 13.0 ms in another),
+    took 3,700 faults and 16.7 ms in one process, 16 faults and 13.8 ms in the next),
     and which state a step meets changes from run to run. Raising the mmap and trim
     thresholds makes every callable in a comparison meet the same, fault-free state.
     Returns what was done, for the results file.
