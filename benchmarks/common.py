@@ -4,6 +4,8 @@ Machines are shared and noisy, so speed is reported as ratios of two callables t
 alternately in the same run (after a warm-up), with the median over rounds. Every script
 takes ``--quick`` (reduced sizes, under 60 s on 2 cores) and ``--out PATH`` (default
 ``benchmarks/results/<area>.json``) and records the command, versions, machine and date.
+Scripts whose figures are per-step times of allocation-heavy code call
+:func:`steady_allocator` first (bench_dp), so page faults do not decide the ratio.
 """
 
 from __future__ import annotations
