@@ -60,24 +60,25 @@ def test_merge_joins_overlaps_keeping_the_longer_label():
     assert merged == [Span(0, 10, "PHONE"), Span(12, 13, "ID")]
 
 
-def test_initials_join_the_name_after_them():
-    text = "as per E. WELSH and J Smith, not CXR Jones"
-    found = [
-        Span(text.index(w), text.index(w) + len(w), "NAME-DOCTOR")
-        for w in ("WELSH", "Smith", "Jones")
-    ]
-    joined = rules.with_initials(text, found)
-    assert [text[s.start : s.end] for s in joined] == ["E. WELSH", "J Smith", "Jones"]
-
-
 def _span(text: str, part: str, label: str) -> Span:
     return Span(text.index(part), text.index(part) + len(part), label)
+
+
+def _words(text: str, spans: list[Span]) -> list[str]:
+    return [text[s.start : s.end] for s in spans]
+
+
+def test_initials_join_the_name_after_them():
+    text = "as per E. WELSH and J Smith, not CXR Jones"
+    found = [_span(text, w, "NAME-DOCTOR") for w in ("WELSH", "Smith", "Jones")]
+    joined = rules.with_initials(text, found)
+    assert _words(text, joined) == ["E. WELSH", "J Smith", "Jones"]
 
 
 def test_tidy_joins_a_name_split_at_its_hyphen():
     text = "DAN A. FORMAN-LYONS, RRT"
     found = [_span(text, "FORMAN", "NAME-DOCTOR"), _span(text, "LYONS", "NAME-DOCTOR")]
-    assert [text[s.start : s.end] for s in rules.tidy(text, found)] == ["FORMAN-LYONS"]
+    assert _words(text, rules.tidy(text, found)) == ["FORMAN-LYONS"]
     apart = [_span(text, "A", "NAME-DOCTOR"), _span(text, "FORMAN", "NAME-DOCTOR")]
     assert len(rules.tidy(text, apart)) == 2
 
@@ -114,7 +115,7 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
 )
 def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):
     tidied = rules.tidy(text, [_span(text, part, label)])
-    assert [text[s.start : s.end] for s in tidied] == kept
+    assert _words(text, tidied) == kept
     assert all(s.label == label for s in tidied)
 
 
