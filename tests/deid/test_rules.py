@@ -25,6 +25,17 @@ from veil.deid.corpus import Span
         ("BUMEX INCREASED ON 10/20 @ MN", [("10/20", "DATE")]),
         ("accepted by St. Agnes but", [("St. Agnes", "LOCATION")]),
         ("a bed @ St A. but", [("St A", "LOCATION")]),
+        ("also intubated 6/30-7/2 for CHF", [("6/30-7/2", "DATE")]),
+        ("dry from lasix 4/14. FSBS", [("4/14", "DATE")]),
+        ("PRESENT HX:8/30 DECEASED", [("8/30", "DATE")]),
+        ("stridor, dr green aware.", [("green", "NAME-DOCTOR")]),
+        ("signed by Dr. Art White.", [("Art", "NAME-DOCTOR")]),
+        ("per DR. A. FORMAN-LYONS,", [("FORMAN-LYONS", "NAME-DOCTOR")]),
+        ("see labs.\nIlene Macdonald RN\n", [("Ilene Macdonald", "NAME-DOCTOR")]),
+        ("well.\n q. lander rrt\n", [("lander", "NAME-DOCTOR")]),
+        ("us mr nicholson had", [("nicholson", "NAME-PATIENT")]),
+        ("Mrs. Haas stated", [("Haas", "NAME-PATIENT")]),
+        ("called Ms Waite at home", [("Waite", "NAME-PATIENT")]),
     ],
 )
 def test_rules_find_phi_formats(text, found):
@@ -49,6 +60,16 @@ def test_rules_find_phi_formats(text, found):
         "PSV increased to 10/5 overnight",
         "1MM ST ELEVATION IN V2",
         "ST Depression noted",
+        "then had 7/10 CP, resistant",
+        "on mask ventilation 5/5 with",
+        "a 2/6 SEM at the apex",
+        "back pain #6/10, medicated",
+        "good 5/5 abg, extubated",
+        "paged dr and aware",
+        "monitor MS. Restart lopressor",
+        "Ms for pain with relief",
+        "3-4+MR. Given 2u PRBC",
+        "updated by rn and md",
     ],
 )
 def test_rules_leave_clinical_numbers_alone(text):
@@ -111,6 +132,19 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ("PMH: CABG 81, Redo", "81", "DATE", ["81"]),
         ("birthday is may 16, 2015", "16", "DATE", ["16"]),
         ("on 7/22 at", "/", "DATE", []),
+        # a network's "date" where a rule's is refused: settings, pain scores
+        ("despite a good 5/5 ABG, will", "5/5", "DATE", []),
+        ("pt had 8/10 pain", "8/10", "DATE", []),
+        ("chest pain (7/10) cont", "7/10", "DATE", []),
+        # names break at words no name is; a place leaves out a trailing "hospital"
+        (
+            "Dr. Griffin and Swackhamer aware",
+            "Griffin and Swackhamer",
+            "NAME-DOCTOR",
+            ["Griffin", "Swackhamer"],
+        ),
+        ("Dr. griffin made aware", "griffin made", "NAME-DOCTOR", ["griffin"]),
+        ("admitted to Sinai hospital 8/20", "Sinai hospital", "LOCATION", ["Sinai"]),
     ],
 )
 def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):

@@ -41,6 +41,7 @@ N_FEATURES_BASE = len(SHAPES) + len(RULE_LABELS)
 _NUM = re.compile(r"\d")
 
 
+@lru_cache(maxsize=65536)
 def norm(word: str) -> str:
     """The vocabulary form of a word: lower case, digits as 0."""
     return _NUM.sub("0", word.lower())
@@ -49,6 +50,13 @@ def norm(word: str) -> str:
 def char_ids(word: str) -> list[int]:
     """Printable ASCII as 2..96, anything else 1; at most :data:`MAX_CHARS` characters."""
     return [c - 30 if 32 <= c < 127 else 1 for c in map(ord, word[:MAX_CHARS])]
+
+
+@lru_cache(maxsize=65536)
+def _char_row(word: str) -> tuple[int, ...]:
+    """:func:`char_ids` padded with 0 to :data:`MAX_CHARS` (one row of a chunk's chars)."""
+    ids = char_ids(word)
+    return (*ids, *(0,) * (MAX_CHARS - len(ids)))
 
 
 def build_vocab(notes: list[Note], min_patients: int = 2) -> list[str]:
@@ -113,10 +121,12 @@ class Encoded:
 
 def shape_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
     out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
-    for i, (s, e) in enumerate(toks):
-        out[i, :-2] = _word_shape(text[s:e])
-        out[i, -2] = s == 0 or i == 0 or "\n" in text[max(0, s - 2) : s]
-        out[i, -1] = ":" in text[max(0, s - 3) : s]
+    if not toks:
+        return out
+    out[:, :-2] = [_word_shape(text[s:e]) for s, e in toks]
+    out[:, -2] = ["\n" in text[max(0, s - 2) : s] for s, _ in toks]
+    out[0, -2] = 1  # the first token starts a line
+    out[:, -1] = [":" in text[max(0, s - 3) : s] for s, _ in toks]
     return out
 
 
@@ -166,11 +176,13 @@ class Encoder:
     ) -> list[Encoded]:
         """Chunks of ``notes`` (``rule_spans``: each note's rule spans, if already found)."""
         out = []
-        for k, note in enumerate(notes):
-            toks = tokens(note.text)
+        toks_of = [tokens(note.text) for note in notes]
+        words_of = [[n.text[s:e] for s, e in toks] for n, toks in zip(notes, toks_of, strict=True)]
+        every = [w for words in words_of for w in words]
+        lexicon = np.split(self.lexicon.features(every), np.cumsum([len(w) for w in words_of]))
+        for k, (note, toks, words) in enumerate(zip(notes, toks_of, words_of, strict=True)):
             if not toks:
                 continue
-            words = [note.text[s:e] for s, e in toks]
             feats = np.concatenate(
                 [
                     shape_features(note.text, toks),
@@ -179,15 +191,12 @@ class Encoder:
                         rule_spans[k] if rule_spans else rules.spans(note.text),
                         len(note.text),
                     ),
-                    self.lexicon.features(words),
+                    lexicon[k],
                 ],
                 axis=1,
             )
             ids = np.array([self.index.get(norm(w), UNK) for w in words], dtype=np.int64)
-            chars = np.zeros((len(words), MAX_CHARS), dtype=np.int64)
-            for i, w in enumerate(words):
-                c = char_ids(w)
-                chars[i, : len(c)] = c
+            chars = np.array([_char_row(w) for w in words], dtype=np.int64)
             tags = bio(toks, note.spans) if gold else np.zeros(len(toks), dtype=np.int64)
             for a, b in chunk_bounds(note.text, toks, self.max_len):
                 out.append(Encoded(k, toks[a:b], ids[a:b], chars[a:b], feats[a:b], tags[a:b]))

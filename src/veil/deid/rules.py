@@ -1,4 +1,5 @@
-"""High-precision PHI patterns: dates, phones, IDs, ages over 89, e-mails, URLs, saints' hospitals.
+"""High-precision PHI patterns: dates, phones, IDs, ages over 89, e-mails, URLs, saints'
+hospitals, and names after a title ("Dr. Foley", "mr nicholson") or on a signature line.
 
 The rules are unioned with the tagger's spans (they catch formats a network sees too rarely
 to learn) and are the tagger's input features. Each pattern was kept only if it is precise on
@@ -20,26 +21,46 @@ MONTHS = (
 _MONTH = r"(?:0?[1-9]|1[0-2])"
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])"
 _YEAR = r"(?:19\d\d|20\d\d|\d\d)"
-_NOT_NUM = r"(?<![\d/.:\-])"  # not the tail of a longer number, ratio or dose
+_NOT_NUM = r"(?<![\d/.\-])(?<!\d:)"  # not the tail of a longer number, ratio, time or dose
 # "1/2 NS", "3/4 strength", pain "5/10"
 _FRACTION = r"(?:(?:1/[2-4]|[23]/[34])(?!\d)|\d/10(?!/))"
 _END_NUM = r"(?![\d/:]|\.\d|\s*(?:mg|mcg|ml|cc|mm|meq|units?|%)\b)"
+# A lookahead for the first character lets the regex engine skip to candidates (5x faster
+# scanning); it never changes what a pattern matches.
+_DIGIT = r"(?=\d)"
+_MONTH_LETTER = r"(?=[adfjmnos])"  # under re.I
+# A name after a title, past an initial ("Dr. A. Forman"), never a common word ("dr aware")
+_NOT_NAME = (
+    r"(?!(?i:and|to|in|at|on|of|for|the|was|is|aware|notified|called|paged|here|with|about"
+    r"|office|team|note|orders?|said|made|who|that|this)\b)"
+)
+_NAME = rf"(?:[A-Z]\.[ \t]*)?{_NOT_NAME}([A-Za-z][A-Za-z'\-]*[A-Za-z])"
+_NAME_UPPER = rf"(?:[A-Z]\.[ \t]*)?{_NOT_NAME}([A-Z][A-Za-z'\-]*[A-Za-z])"
+_CREDENTIAL = r"(?:RN|R\.N\.|rn|MD|M\.D\.|CRT|crt|RRT|rrt|NP|LICSW|licsw|PA-C|SN)\.?"
 
 PATTERNS: dict[str, list[re.Pattern]] = {
     "DATE": [
-        # 7/22, 07/22/2010, 7-22-10: month/day(/year); BP-like 120/80 fails the month range.
-        re.compile(rf"{_NOT_NUM}(?!{_FRACTION}){_MONTH}/{_DAY}(?:/{_YEAR})?{_END_NUM}"),
-        re.compile(rf"{_NOT_NUM}{_MONTH}-{_DAY}-{_YEAR}{_END_NUM}"),
-        re.compile(rf"{_NOT_NUM}(?:19|20)\d\d-{_MONTH}-{_DAY}{_END_NUM}"),
-        # January 5th, 2010 / Jan. 5 / 5 January 2010 / nov. 2016
-        re.compile(rf"\b{MONTHS}\.?\s+{_DAY}(?:st|nd|rd|th)?\b(?:,?\s+(?:19|20)\d\d\b)?", re.I),
+        # 7/22, 07/22/2010, 6/30-7/2: month/day(/year), or a range of two; BP-like 120/80
+        # fails the month range.
         re.compile(
-            rf"\b{_DAY}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b\.?(?:,?\s+(?:19|20)\d\d)?", re.I
+            rf"{_DIGIT}{_NOT_NUM}(?!{_FRACTION}){_MONTH}/{_DAY}(?:/{_YEAR})?"
+            rf"(?:-{_MONTH}/{_DAY}(?:/{_YEAR})?)?{_END_NUM}"
         ),
-        re.compile(rf"\b{MONTHS}\.?,?\s+(?:19|20)\d\d\b", re.I),
+        re.compile(rf"{_DIGIT}{_NOT_NUM}{_MONTH}-{_DAY}-{_YEAR}{_END_NUM}"),
+        re.compile(rf"{_DIGIT}{_NOT_NUM}(?:19|20)\d\d-{_MONTH}-{_DAY}{_END_NUM}"),
+        # January 5th, 2010 / Jan. 5 / 5 January 2010 / nov. 2016
+        re.compile(
+            rf"{_MONTH_LETTER}\b{MONTHS}\.?\s+{_DAY}(?:st|nd|rd|th)?\b(?:,?\s+(?:19|20)\d\d\b)?",
+            re.I,
+        ),
+        re.compile(
+            rf"{_DIGIT}\b{_DAY}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTHS}\b\.?(?:,?\s+(?:19|20)\d\d)?",
+            re.I,
+        ),
+        re.compile(rf"{_MONTH_LETTER}\b{MONTHS}\.?,?\s+(?:19|20)\d\d\b", re.I),
     ],
     "PHONE": [
-        re.compile(r"\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-]\d{4}\b"),
+        re.compile(r"(?=[(\d])\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-]\d{4}\b"),
         re.compile(
             r"\b(?:phone|tel|telephone|pager|page|pgr|pg|beeper|beep|call|cell|fax|ext|x)\.?"
             r"(?:\s*(?:number|num|no\.?|[:#]))*\s*#?\s*"  # "Pager: #54321", "beeper number 55037"
@@ -53,30 +74,50 @@ PATTERNS: dict[str, list[re.Pattern]] = {
             r"(\d[\d\-]{4,})\b",
             re.I,
         ),
-        re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
+        re.compile(rf"{_DIGIT}\b\d{{3}}-\d{{2}}-\d{{4}}\b"),
     ],
     "AGE>89": [
         re.compile(
-            r"\b(9\d|1[01]\d)\s*(?:-|\s)?\s*(?:yo|y/o|y\.o\.|yrs?|years?)(?:[\s-]*old)?\b", re.I
+            rf"{_DIGIT}\b(9\d|1[01]\d)\s*(?:-|\s)?\s*(?:yo|y/o|y\.o\.|yrs?|years?)(?:[\s-]*old)?\b",
+            re.I,
         ),
     ],
     "EMAIL": [re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")],
     "URL": [re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:)]", re.I)],
     # hospitals named for a saint: "St. Agnes", "St A." (never "ST" as in ST elevation)
     "LOCATION": [re.compile(r"\b(?:St|Saint)\.?\s+[A-Z][a-z']*\b")],
+    # "Dr. Foley", "dr green"; a signature line "Ilene Macdonald RN", "q. lander rrt"
+    "NAME-DOCTOR": [
+        re.compile(rf"\b(?:[Dd][Rr]|DR)\.?[ \t]+{_NAME}"),
+        re.compile(
+            rf"(?m)^[ \t]*(?:[A-Za-z]\.?[ \t]+)?([A-Za-z][A-Za-z\-]+(?:[ \t]+[A-Za-z][A-Za-z\-]+)?)"
+            rf",?[ \t]+{_CREDENTIAL}[ \t]*$"
+        ),
+    ],
+    # "mr nicholson", "Mrs. Haas", "Ms Waite" (not "MS" as in mental status, nor "+MR." as in
+    # mitral regurgitation)
+    "NAME-PATIENT": [
+        re.compile(rf"(?<![\w+\-])(?:[Mm]rs?|MRS?)\.?[ \t]+{_NAME}"),
+        re.compile(rf"\b(?:Ms|Miss)\.?[ \t]+{_NAME_UPPER}"),
+    ],
 }
 
 
-# Ventilator and pain-scale settings ("PSV 10/5", "600x12/5", "50% 5/5", "weaning trial 5/5",
-# "increased to 10/5", "8/10 pain") look like dates.
+# Ventilator, pain-scale and murmur-grade settings ("PSV 10/5", "600x12/5", "50% 5/5", "weaning
+# trial 5/5", "mask ventilation 5/5", "increased to 10/5", "8/10 pain", "#4/10", "+3/6 SEM",
+# "5/5 ABG") look like dates.
 _SETTINGS_BEFORE = re.compile(
-    r"(?:\b(?:ps|psv|pap|cpap|bipap|peep|vent|ventilator|settings|flowby|ac|imv|simv|pain|trial)"
+    r"(?:\b(?:ps|psv|pap|cpap|bipap|peep|vent|ventilation|ventilator|settings|flowby|ac|imv|simv"
+    r"|pain|trial|grade)"
     r"|\bwean(?:ed|ing)?(?:\s+(?:down|back))?\s+(?:to|on)"
     r"|\b(?:changed|increased|decreased)(?:\s+(?:over|back))?\s+to"
-    r"|x|&|%)[\s:,]*$",
+    r"|\bpain\s*\("  # "chest pain (7/10)"
+    r"|(?<![a-z])x|[&%#+])[\s:,]*$",  # "600x12/5", not the x of "lasix 4/14" or "HX:8/30"
     re.I,
 )
-_SETTINGS_AFTER = re.compile(r"^\s*(?:peep|cm|psv|ps\b|fio2|pain|%|bpm)", re.I)
+_SETTINGS_AFTER = re.compile(
+    r"^\s*(?:peep|cm|psv|ps\b|fio2|pain|%|bpm|cp\b|angina|sem\b|murmur|abg)", re.I
+)
 
 
 def _settings_like(text: str, start: int, end: int) -> bool:
@@ -136,18 +177,27 @@ def with_initials(text: str, found: list[Span]) -> list[Span]:
 # Span edges as the PhysioNet annotators draw them: names without titles and without marks
 # ("A" and "FORMAN-LYONS" in "Dr. A. FORMAN-LYONS,"; hyphens and apostrophes stay), and no
 # span begins or ends with a mark outside a word ("Leeuwen (", "8604."), except the period
-# of an abbreviation ("St.", "Jan.") and parentheses the span both opens and closes.
-_NAME_BREAK = re.compile(r"[^\w\s'\-]+")
+# of an abbreviation ("St.", "Jan.") and parentheses the span both opens and closes. Names
+# also break at words no name is ("Griffin and Swackhamer", "griffin made aware"), and a
+# place leaves out a trailing "hospital" ("Sinai" of "Sinai hospital").
+_NAME_BREAK = re.compile(
+    r"[^\w\s'\-]+"
+    r"|\s*\b(?i:and|or|made|aware|to|with|the|at|in|on|is|was|notified|called|per)\b\s*"
+)
+_GENERIC_PLACE = re.compile(r"\s+(?:hospital|hosp)\.?\s*$", re.I)
 _TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
 _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
 
 def tidy(text: str, found: list[Span]) -> list[Span]:
-    """``found`` with the edges the annotators use: names split at marks and titles
-    dropped, marks trimmed from both ends of every span, a name's parts around a hyphen
-    joined; spans left empty are dropped, and so are dates that no date is written as."""
+    """``found`` with the edges the annotators use: names split at marks and at words no
+    name is, titles dropped, a place's trailing "hospital" dropped, marks trimmed from both
+    ends of every span, a name's parts around a hyphen joined; spans left empty are
+    dropped, and so are dates that no date is written as."""
     out = []
     for span in found:
+        if span.label == "LOCATION" and (m := _GENERIC_PLACE.search(text, span.start, span.end)):
+            span = Span(span.start, m.start(), span.label)
         parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
         trimmed = (_trimmed(text, p) for p in parts)
         out.extend(t for t in trimmed if t is not None and _may_be(text, t))
@@ -181,7 +231,8 @@ _YEAR_BEFORE = re.compile(rf"(?:'|\b(?:in|and)\s+|\b(?!{_VITALS})[A-Z]{{2,5}}(?:
 def _may_be(text: str, span: Span) -> bool:
     """False for a numeric "date" that no date is written as: a month over 12 ("18-16",
     "94/3": settings and lab values), three or four digits that are not a year ("1230",
-    "0321": times), numbers apart ("3 2"), one or two digits alone ("HR 83", "# 8") unless
+    "0321": times), settings where a rule's date would be refused ("PSV 10/5", "8/10 pain"),
+    numbers apart ("3 2"), one or two digits alone ("HR 83", "# 8") unless
     a month name is next to them ("may 16") or they follow an apostrophe, "in" or an
     acronym as a year does ("'95", "CVA in 94", "CABG 81"). No gold date of the PhysioNet
     train and dev notes fails this (a test checks it)."""
@@ -192,7 +243,7 @@ def _may_be(text: str, span: Span) -> bool:
     if not numbers:
         return False
     if re.search(r"[/\-]", words):
-        return 1 <= int(numbers[0]) <= 12
+        return 1 <= int(numbers[0]) <= 12 and not _settings_like(text, span.start, span.end)
     if len(numbers) > 1:  # "3 2" (Tylenol #3, 2 tabs)
         return False
     number = numbers[0]

@@ -231,9 +231,13 @@ class Tagger:
 
     @staticmethod
     def finish(text: str, found: list[Span], by_rules: list[Span]) -> list[Span]:
-        """The network's spans with initials before names and the annotators' edges
-        (:func:`veil.deid.rules.tidy`), unioned with the rules' spans."""
-        return rules.merge([*rules.tidy(text, rules.with_initials(text, found)), *by_rules])
+        """The network's and the rules' names with the initials before them, the network's
+        spans with the annotators' edges (:func:`veil.deid.rules.tidy`), and the rules'
+        other spans: all unioned."""
+        names = [s for s in by_rules if s.label.startswith("NAME-")]
+        others = [s for s in by_rules if not s.label.startswith("NAME-")]
+        found = rules.with_initials(text, [*found, *names])
+        return rules.merge([*rules.tidy(text, found), *others])
 
     def spans(self, text: str) -> list[Span]:
         """PHI spans of one text."""
