@@ -77,3 +77,30 @@ def test_chunks_cut_at_line_breaks_and_cover_all_tokens():
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
     assert all(0 < e - s <= 7 for s, e in bounds)
     assert "\n" in text[toks[bounds[0][1] - 1][1] : toks[bounds[0][1]][0]]
+
+
+def test_notes_encoded_together_are_encoded_as_each_alone():
+    """Encoding looks the lexicon up once per batch; each note must come out as if alone."""
+    from veil.deid.encode import MAX_CHARS, SHAPES, Encoder, char_ids
+
+    notes = [*synthetic_notes(6, seed=3), Note("p9", "9", ""), Note("p9", "10", "Ann:\nX 7/22")]
+    lex = Lexicon({"first": [word_hash("Ann")], "last": []})
+    enc = Encoder(build_vocab(notes), lex, max_len=20)
+    together = enc.encode(notes)
+    alone = [c for k, n in enumerate(notes) for c in _renumbered(enc.encode([n]), k)]
+    assert len(together) == len(alone) > len(notes)
+    for a, b in zip(together, alone, strict=True):
+        assert a.note == b.note and a.toks == b.toks
+        for field in ("words", "chars", "feats", "tags"):
+            assert (getattr(a, field) == getattr(b, field)).all()
+    last = together[-1]  # "Ann", ":", "X", "7", "/", "22"
+    assert last.chars.shape == (6, MAX_CHARS) and list(last.chars[0, :3]) == char_ids("Ann")
+    assert last.feats[:, SHAPES.index("line-start")].tolist() == [1, 0, 1, 0, 0, 0]
+    assert last.feats[:, SHAPES.index("after-colon")].tolist() == [0, 0, 1, 0, 0, 0]
+    assert last.feats[:, -2].tolist() == [1, 0, 0, 0, 0, 0]  # "first" lexicon group
+
+
+def _renumbered(chunks, k):
+    for c in chunks:
+        c.note = k
+    return chunks

@@ -88,7 +88,7 @@ PATTERNS: dict[str, list[re.Pattern]] = {
     "LOCATION": [re.compile(r"\b(?:St|Saint)\.?\s+[A-Z][a-z']*\b")],
     # "Dr. Foley", "dr green"; a signature line "Ilene Macdonald RN", "q. lander rrt"
     "NAME-DOCTOR": [
-        re.compile(rf"\b(?:[Dd][Rr]|DR)\.?[ \t]+{_NAME}"),
+        re.compile(rf"\b[Dd][Rr]\.?[ \t]+{_NAME}"),
         re.compile(
             rf"(?m)^[ \t]*(?:[A-Za-z]\.?[ \t]+)?([A-Za-z][A-Za-z\-]+(?:[ \t]+[A-Za-z][A-Za-z\-]+)?)"
             rf",?[ \t]+{_CREDENTIAL}[ \t]*$"
