@@ -70,6 +70,15 @@ def test_text_on_a_folder_and_bad_input(tmp_path, capsys):
     assert "needs --out" in capsys.readouterr().err
 
 
+def test_text_writes_to_stdout_for_a_dash(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "one.txt"
+    src.write_text("Dr. Foley saw pt on 8/23.\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["deid", "text", str(src), "-o", "-", "--mode", "mask"]) == 0
+    assert capsys.readouterr().out == "Dr. [NAME-DOCTOR] saw pt on [DATE].\n"
+    assert not (tmp_path / "-").exists()
+
+
 def test_eval_prints_the_headline_keys(tmp_path, capsys):
     assert main(["deid", "eval", str(_records(tmp_path)), "--json", "--bootstrap", "50"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -67,7 +67,7 @@ def text(
         "PhysioNet .text file of records; '-' reads stdin.",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Output file or folder (stdout if omitted for one file)."
+        None, "--out", "-o", help="Output file or folder (stdout if omitted or '-' for one file)."
     ),
     mode: str = typer.Option("surrogate", help="surrogate, mask or redact."),
     model: Path = typer.Option(None, help="Tagger file (default: the one shipped with veil)."),
@@ -98,6 +98,8 @@ def text(
             err=True,
         )
     deid = Deidentifier(load_tagger(model), mode, key, keep_weekday)
+    if out is not None and str(out) == "-":  # the usual spelling of stdout, not a file "-"
+        out = None
     if str(source) == "-":
         for block in deid.stream(sys.stdin, patient):
             sys.stdout.write(block.text)
