@@ -119,11 +119,12 @@ class Encoded:
     tags: np.ndarray
 
 
-def shape_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
+def shape_features(text: str, toks: list[tuple[int, int]], words: list[str]) -> np.ndarray:
+    """:data:`SHAPES` of each token (``words``: the tokens' text, already cut from ``text``)."""
     out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
     if not toks:
         return out
-    out[:, :-2] = [_word_shape(text[s:e]) for s, e in toks]
+    out[:, :-2] = [_word_shape(w) for w in words]
     out[:, -2] = ["\n" in text[max(0, s - 2) : s] for s, _ in toks]
     out[0, -2] = 1  # the first token starts a line
     out[:, -1] = [":" in text[max(0, s - 3) : s] for s, _ in toks]
@@ -185,7 +186,7 @@ class Encoder:
                 continue
             feats = np.concatenate(
                 [
-                    shape_features(note.text, toks),
+                    shape_features(note.text, toks, words),
                     rule_features(
                         toks,
                         rule_spans[k] if rule_spans else rules.spans(note.text),

@@ -29,10 +29,13 @@ _END_NUM = r"(?![\d/:]|\.\d|\s*(?:mg|mcg|ml|cc|mm|meq|units?|%)\b)"
 # scanning); it never changes what a pattern matches.
 _DIGIT = r"(?=\d)"
 _MONTH_LETTER = r"(?=[adfjmnos])"  # under re.I
+# Words no name is: they end a name ("Griffin and Swackhamer", "griffin made aware", see
+# tidy) and are never taken for one after a title
+_NON_NAME_WORDS = r"and|to|in|at|on|the|was|is|aware|notified|called|with|made"
 # A name after a title, past an initial ("Dr. A. Forman"), never a common word ("dr aware")
 _NOT_NAME = (
-    r"(?!(?i:and|to|in|at|on|of|for|the|was|is|aware|notified|called|paged|here|with|about"
-    r"|office|team|note|orders?|said|made|who|that|this)\b)"
+    rf"(?!(?i:{_NON_NAME_WORDS}|of|for|paged|here|about|office|team|note|orders?|said|who"
+    r"|that|this)\b)"
 )
 _NAME = rf"(?:[A-Z]\.[ \t]*)?{_NOT_NAME}([A-Za-z][A-Za-z'\-]*[A-Za-z])"
 _NAME_UPPER = rf"(?:[A-Z]\.[ \t]*)?{_NOT_NAME}([A-Z][A-Za-z'\-]*[A-Za-z])"
@@ -182,7 +185,7 @@ def with_initials(text: str, found: list[Span]) -> list[Span]:
 # place leaves out a trailing "hospital" ("Sinai" of "Sinai hospital").
 _NAME_BREAK = re.compile(
     r"[^\w\s'\-]+"
-    r"|\s*\b(?i:and|or|made|aware|to|with|the|at|in|on|is|was|notified|called|per)\b\s*"
+    rf"|\s*\b(?i:{_NON_NAME_WORDS}|or|per)\b\s*"
 )
 _GENERIC_PLACE = re.compile(r"\s+(?:hospital|hosp)\.?\s*$", re.I)
 _TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)

@@ -231,9 +231,9 @@ class Tagger:
 
     @staticmethod
     def finish(text: str, found: list[Span], by_rules: list[Span]) -> list[Span]:
-        """The network's and the rules' names with the initials before them, the network's
-        spans with the annotators' edges (:func:`veil.deid.rules.tidy`), and the rules'
-        other spans: all unioned."""
+        """The network's spans and the rules' names, names extended over the initials
+        before them and drawn with the annotators' edges (:func:`veil.deid.rules.tidy`),
+        unioned with the rules' other spans as found."""
         names = [s for s in by_rules if s.label.startswith("NAME-")]
         others = [s for s in by_rules if not s.label.startswith("NAME-")]
         found = rules.with_initials(text, [*found, *names])
