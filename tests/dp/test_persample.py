@@ -125,8 +125,34 @@ def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
                                     padding=m.padding, dilation=m.dilation)
         for i in range(len(A))
     ])  # fmt: skip
-    per_sample = persample._CONV_METHODS[method](m, A, G)
-    assert (per_sample - naive.flatten(1)).abs().max() <= 1e-9
+    per_sample, to_weight = persample._CONV_METHODS[method]
+    flat = per_sample(m, A, G)
+    assert flat.shape == (len(A), m.weight.numel())
+    got = torch.stack([to_weight(m, row) for row in flat])
+    assert (got - naive).abs().max() <= 1e-9
+    # the weighted sum the engine forms in the method's own order lands in the weight's order
+    c = torch.rand(len(A), dtype=torch.double)
+    expected = (c[:, None, None, None, None] * naive).sum(0)
+    assert (to_weight(m, c @ flat) - expected).abs().max() <= 1e-9
+
+
+def test_conv_methods_are_tried_in_real_steps_then_the_fastest_is_kept():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.Flatten(), nn.Linear(18, 3)).double()
+    x, y = torch.randn(7, 1, 7, 7, dtype=torch.double), torch.randint(0, 3, (7,))  # own shape
+    engine = make_engine(model, 1.0, "layers")
+    n = len(persample._CONV_METHODS) * persample._TRIALS
+    first = engine.clipped_sum(x, y)
+    for _ in range(n - 2):
+        out = engine.clipped_sum(x, y)  # a different method each call, the same sums
+        for a, b in zip(out.grads, first.grads, strict=True):
+            assert (a - b).abs().max() <= 1e-12
+    (key,) = [k for k in persample._conv_trials if k[1] == tuple(x.shape)]
+    tries = sorted(len(t) for t in persample._conv_trials[key].values())
+    assert tries == [n // len(tries) - 1] + [n // len(tries)] * (len(tries) - 1)
+    engine.clipped_sum(x, y)
+    assert key not in persample._conv_trials
+    assert persample._conv_choice[key] in persample._CONV_METHODS
 
 
 def test_embedding_padding_index_has_no_gradient():

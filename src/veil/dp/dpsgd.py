@@ -195,12 +195,12 @@ class NoisyStep:
             totals = [torch.zeros_like(p) for p in params]
         if self.sigma:  # one draw for all parameters: N(0, σ²C²) per coordinate
             noise = torch.randn(sum(p.numel() for p in params), generator=self.generator).to(dev)
-            std, offset = self.sigma * self.engine.clip, 0
-            for total in totals:
-                total.add_(noise[offset : offset + total.numel()].view_as(total), alpha=std)
-                offset += total.numel()
+            parts = noise.split([t.numel() for t in totals])
+            views = [part.view_as(t) for part, t in zip(parts, totals, strict=True)]
+            torch._foreach_add_(totals, views, alpha=self.sigma * self.engine.clip)
+        torch._foreach_div_(totals, self.expected_batch)
         for p, total in zip(params, totals, strict=True):
-            p.grad = total.div_(self.expected_batch)
+            p.grad = total
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, correct, count
