@@ -423,7 +423,7 @@ def _conv_per_sample(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> tuple[st
     trials[name].append(time.perf_counter() - start)
     if all(len(t) >= _TRIALS for t in trials.values()):
         _conv_choice[key] = min(trials, key=lambda n: min(trials[n]))
-        del _conv_trials[key]
+        _conv_trials.pop(key, None)
     return name, flat
 
 
