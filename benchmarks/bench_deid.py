@@ -5,10 +5,12 @@ patients (target dev token recall, default 0.94) and is scored on the test patie
 the rules alone and Presidio: its pattern recognizers (blank spaCy pipeline) and, when
 installed, with spaCy's small English model for names and places. Throughput: notes
 per second of the tagger and of Presidio on the same test notes, timed alternately in one
-process. Collaborative: the train patients split into 5 sites, DSSGD with Festag &
-Spreckelsen's settings (θd 0.1 and 0.5, θu 0.5, γ 10, τ 1e-4) and θd 1, against centralized
-training and each site alone. F1 is reported at the calibrated bias and at bias 0 (the
-collab_f1/centralized_f1 headline: the networks as they decide).
+process, with the allocator held steady (``common.steady_allocator``) as in bench_dp, so
+neither side's time depends on whether glibc hands it fresh pages. Collaborative: the train
+patients split into 5 sites, DSSGD with Festag & Spreckelsen's settings (θd 0.1 and 0.5,
+θu 0.5, γ 10, τ 1e-4) and θd 1, against centralized training and each site alone. F1 is
+reported at the calibrated bias and at bias 0 (the collab_f1/centralized_f1 headline: the
+networks as they decide).
 
 Writes benchmarks/results/deid.json: token_recall, token_precision, token_f1,
 entity_strict_f1, collab_f1, centralized_f1, collab_f1_gap, presidio_token_recall,
@@ -63,6 +65,7 @@ def main() -> None:
     p.add_argument("--theta-down", type=float, nargs="+", default=[0.1, 0.5, 1.0],
                    help="DSSGD download fractions to run (Festag: 0.1 and 0.5)")  # fmt: skip
     args = p.parse_args()
+    allocator = common.steady_allocator()
     torch.set_num_threads(2)
     all_notes = notes()
     train, dev, test = split_patients(all_notes, (0.7, 0.15, 0.15), seed=0)
@@ -77,6 +80,7 @@ def main() -> None:
     point, result = scored(central, dev, test, args.target_recall)
     res = {
         "split": {"train": len(train), "dev": len(dev), "test": len(test), "seed": 0},
+        "allocator": allocator,
         "parameters": central.parameters(),
         "train_s": round(train_s, 1),
         "target_dev_recall": args.target_recall,

@@ -14,6 +14,7 @@ from veil.deid.corpus import Span
         ("since January 5th, 2010 at", [("January 5th, 2010", "DATE")]),
         ("back in nov. 2016.", [("nov. 2016", "DATE")]),
         ("call 410-555-1234 today", [("410-555-1234", "PHONE")]),
+        ("his wife, 201/324/1423, confirms", [("201/324/1423", "PHONE")]),
         ("pager #54321 if", [("54321", "PHONE")]),
         ("Pager: #54321  Time", [("54321", "PHONE")]),
         ("reached at beeper number 55037 for", [("55037", "PHONE")]),

@@ -63,7 +63,8 @@ PATTERNS: dict[str, list[re.Pattern]] = {
         re.compile(rf"{_MONTH_LETTER}\b{MONTHS}\.?,?\s+(?:19|20)\d\d\b", re.I),
     ],
     "PHONE": [
-        re.compile(r"(?=[(\d])\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-]\d{4}\b"),
+        # 410-555-1234, (410) 555-1234, 410.555.1234, 201/324/1423
+        re.compile(r"(?=[(\d])\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-/]\d{4}\b"),
         re.compile(
             r"\b(?:phone|tel|telephone|pager|page|pgr|pg|beeper|beep|call|cell|fax|ext|x)\.?"
             r"(?:\s*(?:number|num|no\.?|[:#]))*\s*#?\s*"  # "Pager: #54321", "beeper number 55037"
