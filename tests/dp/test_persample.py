@@ -125,15 +125,19 @@ def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
                                     padding=m.padding, dilation=m.dilation)
         for i in range(len(A))
     ])  # fmt: skip
-    per_sample, to_weight = persample._CONV_METHODS[method]
+    per_sample, unflatten = persample._CONV_METHODS[method]
     flat = per_sample(m, A, G)
     assert flat.shape == (len(A), m.weight.numel())
-    got = torch.stack([to_weight(m, row) for row in flat])
-    assert (got - naive).abs().max() <= 1e-9
+    norms2, weighted_sum = persample._materialised(flat, m.weight.shape, unflatten)
+    assert torch.allclose(norms2, naive.flatten(1).pow(2).sum(1), rtol=1e-12, atol=0)
+    for i in range(len(A)):  # each sample alone, in the weight's order
+        one = torch.zeros(len(A), dtype=torch.double)
+        one[i] = 1
+        assert (weighted_sum(one) - naive[i]).abs().max() <= 1e-9
     # the weighted sum the engine forms in the method's own order lands in the weight's order
     c = torch.rand(len(A), dtype=torch.double)
     expected = (c[:, None, None, None, None] * naive).sum(0)
-    assert (to_weight(m, c @ flat) - expected).abs().max() <= 1e-9
+    assert (weighted_sum(c) - expected).abs().max() <= 1e-9
 
 
 def test_conv_methods_are_tried_in_real_steps_then_the_fastest_is_kept():

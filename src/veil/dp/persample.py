@@ -296,9 +296,13 @@ def sq_norms(t: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(t.flatten(1), dim=1).square()
 
 
-def _materialised(per_sample: torch.Tensor, shape) -> tuple[torch.Tensor, object]:
+def _materialised(per_sample: torch.Tensor, shape, unflatten=None) -> tuple[torch.Tensor, object]:
+    """Squared norms of materialised per-sample gradients and their weighted sum, reshaped to
+    ``shape``, or by ``unflatten`` where the rows are not laid out in the parameter's order."""
     flat = per_sample.flatten(1)
-    return sq_norms(flat), lambda c: (c @ flat).reshape(shape)
+    if unflatten is None:
+        return sq_norms(flat), lambda c: (c @ flat).reshape(shape)
+    return sq_norms(flat), lambda c: unflatten(c @ flat, shape)
 
 
 def _bias(m, g_bias: torch.Tensor, rule: _Rule) -> None:
@@ -380,20 +384,17 @@ def _conv_dilated(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tenso
     return out.permute(1, 2, 0, 3, 4).reshape(B, -1)
 
 
-def _in_weight_order(m: nn.Conv2d, flat: torch.Tensor) -> torch.Tensor:
-    return flat.reshape(m.weight.shape)
-
-
-def _from_channels_last(m: nn.Conv2d, flat: torch.Tensor) -> torch.Tensor:
-    n_out, C, kh, kw = m.weight.shape
+def _from_channels_last(flat: torch.Tensor, shape) -> torch.Tensor:
+    n_out, C, kh, kw = shape
     return flat.reshape(n_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
 
 
-# name -> (per-sample gradients (B, n), how a summed (n,) gradient becomes the weight's shape)
+# name -> (per-sample gradients (B, n), how a summed (n,) gradient becomes the weight's shape
+# where the method's order is not the weight's)
 _CONV_METHODS = {
-    "grouped": (_conv_grouped, _in_weight_order),
+    "grouped": (_conv_grouped, None),
     "patches": (_conv_patches, _from_channels_last),
-    "dilated": (_conv_dilated, _in_weight_order),
+    "dilated": (_conv_dilated, None),
 }
 _TRIALS = 3  # timed calls of each method, in real steps, before the fastest is kept
 _conv_choice: dict[tuple, str] = {}  # layer shape -> the method kept
@@ -438,9 +439,9 @@ def _conv_rule(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> _Rule:
     rule = _Rule({}, {})
     if m.weight.requires_grad:
         name, flat = _conv_per_sample(m, A, G)
-        to_weight = _CONV_METHODS[name][1]
-        rule.norms2["weight"] = sq_norms(flat)
-        rule.sums["weight"] = lambda c: to_weight(m, c @ flat)
+        rule.norms2["weight"], rule.sums["weight"] = _materialised(
+            flat, m.weight.shape, _CONV_METHODS[name][1]
+        )
     _bias(m, G.flatten(2).sum(2), rule)
     return rule
 
