@@ -4,7 +4,10 @@
 round-robin in one process: plain SGD; veil DP-SGD (``layers`` engine, noise included);
 Opacus 1.6 ``make_private`` with hooks and with ghost clipping. Ratios are medians of
 per-round ratios, with the allocator held steady (``common.steady_allocator``) so that no
-step's time depends on whether glibc hands it fresh pages. (b) Full-MNIST accuracy at
+step's time depends on whether glibc hands it fresh pages. In a second round robin, the
+``torch.compile`` mode (vmap engine, fixed-shape masked batches) against the plain step,
+eager and compiled: a compiled DP step compares fairly only with a compiled plain step,
+since inductor also speeds up the layers both share. (b) Full-MNIST accuracy at
 ε = 1, 3, 8 (δ = 1e-5), with wall time and peak memory; the accounting covers every step.
 
 Writes benchmarks/results/dp.json: step_ratio_vs_plain, step_ratio_vs_opacus_hooks,
@@ -49,6 +52,18 @@ def _veil(model, x, y, engine="layers"):
     gen = torch.Generator().manual_seed(0)
     update = NoisyStep(eng, torch.optim.SGD(model.parameters(), lr=0.01), 1.0, BATCH, gen, BATCH)
     return lambda: update.apply([(x, y, None)])
+
+
+def _veil_compiled(model, x, y):
+    eng = make_engine(model, 1.0, "vmap", compile=True)
+    gen = torch.Generator().manual_seed(0)
+    update = NoisyStep(eng, torch.optim.SGD(model.parameters(), lr=0.01), 1.0, BATCH, gen, BATCH)
+    mask = torch.ones(BATCH)  # the fixed-shape mode's masked batch, here all real rows
+    return lambda: update.apply([(x, y, mask)])
+
+
+def _plain_compiled(model, x, y):
+    return _plain(torch.compile(model, dynamic=False), x, y)
 
 
 def _opacus(model, x, y, mode):
@@ -102,6 +117,35 @@ def step_times(name: str, shape, rounds: int) -> dict:
         "step_ratio_vs_opacus_ghost": 1 / ratio["opacus_ghost"],
         "vmap_ratio_vs_plain": ratio["veil_vmap"] / ratio["plain"],
         "conv_methods_kept": list(persample._conv_choice.values()),
+    }
+
+
+def compiled_times(name: str, shape, rounds: int) -> dict:
+    """The torch.compile mode against the plain step, eager and compiled (first calls compile,
+    seconds reported apart)."""
+    torch.manual_seed(0)
+    base = models.build(name, shape, 10)
+    x, y = torch.rand(BATCH, *shape), torch.randint(0, 10, (BATCH,))
+    fns = {
+        "plain": _plain(copy.deepcopy(base), x, y),
+        "plain_compiled": _plain_compiled(copy.deepcopy(base), x, y),
+        "veil": _veil(copy.deepcopy(base), x, y),
+        "veil_vmap_compiled": _veil_compiled(copy.deepcopy(base), x, y),
+    }
+    compile_s = {k: round(common.timed(fns[k])[0], 1) for k in fns if "compiled" in k}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warmup = len(persample._CONV_METHODS) * persample._TRIALS + 2
+        times = common.round_robin(fns, rounds=rounds, warmup=warmup)
+    ratio = common.ratios(times, "plain")
+    compiled = common.ratios(times, "plain_compiled")
+    return {
+        "ms": {k: round(1000 * statistics.median(v), 3) for k, v in times.items()},
+        "first_call_s": compile_s,
+        "vmap_compiled_vs_plain": ratio["veil_vmap_compiled"],
+        "vmap_compiled_vs_plain_compiled": compiled["veil_vmap_compiled"],
+        "layers_vs_plain_compiled": compiled["veil"],
+        "plain_compiled_vs_plain": ratio["plain_compiled"],
     }
 
 
@@ -160,6 +204,8 @@ def main() -> None:
     results = {"batch": BATCH, "allocator": common.steady_allocator(), "steps": {}}
     for name, shape in (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28))):
         results["steps"][name] = step_times(name, shape, rounds)
+    for name, shape in (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28))):
+        results["steps"][name]["compiled"] = compiled_times(name, shape, rounds)
     head = results["steps"]["mnist-cnn"]
     for key in ("step_ratio_vs_plain", "step_ratio_vs_opacus_hooks", "step_ratio_vs_opacus_ghost"):
         results[key] = head[key]
