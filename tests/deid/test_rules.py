@@ -29,6 +29,8 @@ from veil.deid.corpus import Span
         ("also intubated 6/30-7/2 for CHF", [("6/30-7/2", "DATE")]),
         ("dry from lasix 4/14. FSBS", [("4/14", "DATE")]),
         ("PRESENT HX:8/30 DECEASED", [("8/30", "DATE")]),
+        ("pmh: cad, s/p cabg '95 (lima", [("95", "DATE")]),
+        ("drawn from A-line on the 11th. One set", [("11th", "DATE")]),
         ("stridor, dr green aware.", [("green", "NAME-DOCTOR")]),
         ("signed by Dr. Art White.", [("Art", "NAME-DOCTOR")]),
         ("per DR. A. FORMAN-LYONS,", [("FORMAN-LYONS", "NAME-DOCTOR")]),
@@ -70,6 +72,8 @@ def test_rules_find_phi_formats(text, found):
         "monitor MS. Restart lopressor",
         "Ms for pain with relief",
         "3-4+MR. Given 2u PRBC",
+        "given the 2nd dose of lasix",
+        "said 'yes' and '12' to",
         "updated by rn and md",
     ],
 )

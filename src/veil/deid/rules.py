@@ -61,6 +61,11 @@ PATTERNS: dict[str, list[re.Pattern]] = {
             re.I,
         ),
         re.compile(rf"{_MONTH_LETTER}\b{MONTHS}\.?,?\s+(?:19|20)\d\d\b", re.I),
+        # a year written short after an apostrophe: "s/p cabg '95" (8 in gold PHI on the
+        # train+dev notes, none outside)
+        re.compile(r"(?<![\w'])'(\d\d)\b(?!')"),
+        # a day of the month: "on the 11th." (not "the 2nd dose": a word may not follow)
+        re.compile(rf"\b(?i:the)\s+({_DAY}(?:st|nd|rd|th))\b(?=\s*(?:[.,;:)\"']|$))"),
     ],
     "PHONE": [
         # 410-555-1234, (410) 555-1234, 410.555.1234, 201/324/1423
