@@ -37,6 +37,31 @@ def test_nll_and_viterbi_match_brute_force_with_padding():
     assert [len(p) for p in crf.decode(em, mask)] == [4, 2]
 
 
+def test_softmax_margin_adds_each_paths_cost_inside_the_partition_only():
+    k, t = 3, 4
+    crf = _crf(k, seed=1)
+    em = torch.randn(2, t, k)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
+    tags = torch.tensor([[1, 0, 2, 2], [0, 1, 0, 0]])
+    cost = torch.rand(k, k) * 3
+    cost.fill_diagonal_(0)  # the gold path costs nothing
+    for b, n in enumerate((4, 3)):
+        gold = tags[b, :n].tolist()
+        paths = list(itertools.product(range(k), repeat=n))
+        scores = torch.stack(
+            [
+                _path_score(crf, em[b], p) + sum(cost[g, c] for g, c in zip(gold, p, strict=True))
+                for p in paths
+            ]
+        )
+        want = torch.logsumexp(scores, 0) - _path_score(crf, em[b], gold)
+        got = crf.nll(em[b : b + 1], tags[b : b + 1], mask[b : b + 1], cost)
+        assert torch.allclose(got, want, atol=1e-5)
+        assert got > crf.nll(em[b : b + 1], tags[b : b + 1], mask[b : b + 1])
+    zero = crf.nll(em, tags, mask, torch.zeros(k, k))
+    assert torch.allclose(zero, crf.nll(em, tags, mask))
+
+
 def test_nll_is_positive_and_trains_towards_the_gold_path():
     crf = _crf(4, seed=1)
     em = torch.zeros(1, 5, 4, requires_grad=True)

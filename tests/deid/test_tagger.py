@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from veil.core.errors import ModelFileError, VeilError
 from veil.deid.corpus import Note, tokens
@@ -48,6 +49,25 @@ def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
     assert again.o_bias == tiny_tagger.o_bias
     with pytest.raises(VeilError, match="exists"):
         tiny_tagger.save(path)
+
+
+def test_miss_cost_raises_the_loss_of_missing_phi_and_travels_in_the_file(tiny_tagger, tmp_path):
+    from dataclasses import replace
+
+    from veil.deid.deidentify import DEFAULT_MODEL
+    from veil.deid.tagger import MISS_COST, Tagger
+
+    assert tiny_tagger.opts.miss_cost == MISS_COST > 0
+    chunks = tiny_tagger.encoder.encode(synthetic_notes(8, seed=7))
+    with torch.no_grad():
+        margin = float(tiny_tagger.loss(chunks))
+        opts = replace(tiny_tagger.opts, miss_cost=0.0)
+        plain = float(Tagger(tiny_tagger.net, tiny_tagger.encoder, opts).loss(chunks))
+    assert margin > plain > 0
+    again = Tagger.load(tiny_tagger.save(tmp_path / "m.veil"))
+    assert again.opts.miss_cost == MISS_COST
+    # the shipped tagger was trained before the option, with the plain likelihood
+    assert Tagger.load(DEFAULT_MODEL).opts.miss_cost == 0.0
 
 
 def test_other_files_are_refused(tmp_path, tiny_tagger):

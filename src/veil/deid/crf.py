@@ -17,9 +17,22 @@ class CRF(nn.Module):
         self.end = nn.Parameter(torch.zeros(n_tags))
         self.trans = nn.Parameter(torch.zeros(n_tags, n_tags))  # trans[i, j]: tag i -> tag j
 
-    def nll(self, em: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of -log p(tags | emissions)."""
-        return (self._log_partition(em, mask) - self._score(em, tags, mask)).mean()
+    def nll(
+        self,
+        em: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        cost: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean over the batch of -log p(tags | emissions).
+
+        With ``cost`` (K, K), the softmax-margin loss (Gimpel & Smith 2010): every candidate
+        tag's emission is raised by ``cost[gold, candidate]`` inside the partition function
+        only, so a sequence is pushed to beat each wrong one by a margin that grows with the
+        cost of that mistake (for recall: missing PHI costs more than a false alarm).
+        """
+        augmented = em if cost is None else em + cost[tags]
+        return (self._log_partition(augmented, mask) - self._score(em, tags, mask)).mean()
 
     def _score(self, em, tags, mask) -> torch.Tensor:
         m = mask.float()
