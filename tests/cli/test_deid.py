@@ -105,3 +105,8 @@ def test_train_refuses_an_unknown_algorithm(tmp_path, capsys):
         main(["deid", "train", "--sites", "3", "--algo", "fedprox", "-o", str(tmp_path / "t")]) == 2
     )
     assert "unknown algorithm 'fedprox'" in capsys.readouterr().err
+
+
+def test_train_refuses_a_negative_miss_cost(tmp_path, capsys):
+    assert main(["deid", "train", "--miss-cost", "-1", "-o", str(tmp_path / "t")]) == 2
+    assert "miss-cost" in capsys.readouterr().err

@@ -70,6 +70,14 @@ def test_miss_cost_raises_the_loss_of_missing_phi_and_travels_in_the_file(tiny_t
     assert Tagger.load(DEFAULT_MODEL).opts.miss_cost == 0.0
 
 
+def test_a_negative_miss_cost_is_refused():
+    from veil.core.errors import ConfigError
+    from veil.deid.tagger import Options, Tagger
+
+    with pytest.raises(ConfigError, match="miss_cost must be >= 0"):
+        Tagger.train(synthetic_notes(4), Lexicon.empty(), Options(epochs=1, miss_cost=-1.0))
+
+
 def test_other_files_are_refused(tmp_path, tiny_tagger):
     from veil.core.io import save_model
     from veil.core.models import build, spec_of

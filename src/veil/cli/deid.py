@@ -252,11 +252,18 @@ def train(
     ),
     target_recall: float = typer.Option(0.94, help="Dev token recall the bias is set for."),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
+    miss_cost: float = typer.Option(
+        None,
+        min=0.0,
+        help="Training cost of a missed PHI token (softmax-margin; default 4; 0: "
+        "the plain likelihood).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:
     """Train a PHI tagger on notes with gold spans, split by patient."""
     from veil.core.errors import refuse_overwrite
     from veil.deid.deidentify import DeidError
+    from veil.deid.tagger import Options
     from veil.deid.train import train_tagger
 
     if algo != "dssgd":
@@ -271,6 +278,7 @@ def train(
         sites=sites,
         theta_down=theta_down,
         echo=typer.echo,
+        opts=Options() if miss_cost is None else Options(miss_cost=miss_cost),
     )
     tagger.save(out, force=force)
     typer.echo(json.dumps(report))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veil.core.errors import ModelFileError
+from veil.core.errors import ConfigError, ModelFileError
 from veil.deid import rules
 from veil.deid.corpus import Note, Span
 from veil.deid.crf import CRF
@@ -39,6 +39,8 @@ MISS_COST = 4.0
 def miss_costs(miss: float) -> torch.Tensor | None:
     """The (K, K) softmax-margin costs: ``miss`` where the gold tag is PHI and the candidate
     "O", nothing elsewhere (None when ``miss`` is 0: the plain likelihood)."""
+    if not miss >= 0:
+        raise ConfigError(f"miss_cost must be >= 0 (0: the plain likelihood), got {miss}")
     if not miss:
         return None
     cost = torch.zeros(len(TAGS), len(TAGS))
