@@ -1,9 +1,11 @@
 """The PHI tagger: char-CNN + word BiLSTM-CRF over token features, unioned with the rules.
 
-``Tagger.train(notes)`` fits the network on gold spans; ``Tagger.spans(text)`` detects PHI.
-The recall knob ``o_bias`` is subtracted from the "O" (not PHI) score of every token before
-Viterbi decoding: larger values trade precision for recall. :meth:`Tagger.calibrate` picks
-the smallest bias that reaches a target token recall on held-out notes.
+``Tagger.train(notes)`` fits the network on gold spans with a softmax-margin loss that
+charges a missed PHI token ``Options.miss_cost`` (recall first, already in training);
+``Tagger.spans(text)`` detects PHI. The recall knob ``o_bias`` is subtracted from the "O"
+(not PHI) score of every token before Viterbi decoding: larger values trade precision for
+recall. :meth:`Tagger.calibrate` picks the smallest bias that reaches a target token recall
+on held-out notes.
 
 A tagger is saved as a veil model file (safetensors weights, JSON header; nothing pickled):
 the header holds the vocabulary, the options and the bias; the lexicon travels as hashes.
@@ -190,7 +192,8 @@ class Tagger:
         return total / len(chunks)
 
     def loss(self, chunks: list[Encoded], rng=None) -> torch.Tensor:
-        """The CRF's negative log-likelihood of a batch of chunks."""
+        """The CRF's loss on a batch of chunks: softmax-margin with ``opts.miss_cost`` (the
+        plain negative log-likelihood when it is 0)."""
         words, chars, feats, tags, lengths, mask = _batch(chunks, self.opts.word_dropout, rng)
         em = self.net.emissions(words, chars, feats, lengths)
         return self.net.crf.nll(em, tags, mask, miss_costs(self.opts.miss_cost))
