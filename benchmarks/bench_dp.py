@@ -34,6 +34,9 @@ from veil.dp.dpsgd import NoisyStep
 from veil.dp.persample import make_engine
 
 BATCH = 256
+# warm-up rounds: they cover the steps in which the layers engine tries each conv method
+WARMUP = len(persample._CONV_METHODS) * persample._TRIALS + 2
+STEP_MODELS = (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28)))
 
 
 def _plain(model, x, y):
@@ -47,18 +50,12 @@ def _plain(model, x, y):
     return step
 
 
-def _veil(model, x, y, engine="layers"):
-    eng = make_engine(model, 1.0, engine)
+def _veil(model, x, y, engine="layers", compile=False):
+    eng = make_engine(model, 1.0, engine, compile=compile)
     gen = torch.Generator().manual_seed(0)
     update = NoisyStep(eng, torch.optim.SGD(model.parameters(), lr=0.01), 1.0, BATCH, gen, BATCH)
-    return lambda: update.apply([(x, y, None)])
-
-
-def _veil_compiled(model, x, y):
-    eng = make_engine(model, 1.0, "vmap", compile=True)
-    gen = torch.Generator().manual_seed(0)
-    update = NoisyStep(eng, torch.optim.SGD(model.parameters(), lr=0.01), 1.0, BATCH, gen, BATCH)
-    mask = torch.ones(BATCH)  # the fixed-shape mode's masked batch, here all real rows
+    # compiled code runs in the fixed-shape mode: a masked batch, here all real rows
+    mask = torch.ones(BATCH) if compile else None
     return lambda: update.apply([(x, y, mask)])
 
 
@@ -106,9 +103,7 @@ def step_times(name: str, shape, rounds: int) -> dict:
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # warm-up covers the steps in which the layers engine tries each conv method
-        warmup = len(persample._CONV_METHODS) * persample._TRIALS + 2
-        times = common.round_robin(fns, rounds=rounds, warmup=warmup)
+        times = common.round_robin(fns, rounds=rounds, warmup=WARMUP)
     ratio = common.ratios(times, "veil")
     return {
         "ms": {k: round(1000 * statistics.median(v), 3) for k, v in times.items()},
@@ -130,13 +125,12 @@ def compiled_times(name: str, shape, rounds: int) -> dict:
         "plain": _plain(copy.deepcopy(base), x, y),
         "plain_compiled": _plain_compiled(copy.deepcopy(base), x, y),
         "veil": _veil(copy.deepcopy(base), x, y),
-        "veil_vmap_compiled": _veil_compiled(copy.deepcopy(base), x, y),
+        "veil_vmap_compiled": _veil(copy.deepcopy(base), x, y, "vmap", compile=True),
     }
     compile_s = {k: round(common.timed(fns[k])[0], 1) for k in fns if "compiled" in k}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        warmup = len(persample._CONV_METHODS) * persample._TRIALS + 2
-        times = common.round_robin(fns, rounds=rounds, warmup=warmup)
+        times = common.round_robin(fns, rounds=rounds, warmup=WARMUP)
     ratio = common.ratios(times, "plain")
     compiled = common.ratios(times, "plain_compiled")
     return {
@@ -202,9 +196,9 @@ def main() -> None:
     args = p.parse_args()
     rounds = 10 if args.quick else 40
     results = {"batch": BATCH, "allocator": common.steady_allocator(), "steps": {}}
-    for name, shape in (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28))):
+    for name, shape in STEP_MODELS:
         results["steps"][name] = step_times(name, shape, rounds)
-    for name, shape in (("mnist-cnn", (1, 28, 28)), ("mlp", (1, 28, 28))):
+    for name, shape in STEP_MODELS:  # after all the above, so their environment is unchanged
         results["steps"][name]["compiled"] = compiled_times(name, shape, rounds)
     head = results["steps"]["mnist-cnn"]
     for key in ("step_ratio_vs_plain", "step_ratio_vs_opacus_hooks", "step_ratio_vs_opacus_ghost"):

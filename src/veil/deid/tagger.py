@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,11 @@ ARCH = "deid-tagger"
 MISS_COST = 4.0
 
 
+@lru_cache(maxsize=8)
 def miss_costs(miss: float) -> torch.Tensor | None:
     """The (K, K) softmax-margin costs: ``miss`` where the gold tag is PHI and the candidate
-    "O", nothing elsewhere (None when ``miss`` is 0: the plain likelihood)."""
-    if not miss >= 0:
-        raise ConfigError(f"miss_cost must be >= 0 (0: the plain likelihood), got {miss}")
+    "O", nothing elsewhere (None when ``miss`` is 0: the plain likelihood). Built once per
+    value, not per batch; callers only read it."""
     if not miss:
         return None
     cost = torch.zeros(len(TAGS), len(TAGS))
@@ -69,6 +70,12 @@ class Options:
     max_len: int = 120
     # softmax-margin cost, in the partition function, of tagging a PHI token "O" (a miss)
     miss_cost: float = MISS_COST
+
+    def __post_init__(self) -> None:
+        if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
+            raise ConfigError(
+                f"miss_cost must be >= 0 (0: the plain likelihood), got {self.miss_cost}"
+            )
 
 
 class TaggerNet(nn.Module):
