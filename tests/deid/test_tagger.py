@@ -132,3 +132,16 @@ def _renumbered(chunks, k):
     for c in chunks:
         c.note = k
     return chunks
+
+
+def test_training_without_dev_keeps_the_last_epoch():
+    from veil.deid.tagger import Options, Tagger
+
+    notes = synthetic_notes(12)
+
+    def trained(epochs):
+        return Tagger.train(notes, Lexicon.empty(), Options(epochs=epochs, hidden=16, seed=3))
+
+    one, three = trained(1), trained(3)
+    assert three.info["epochs"] == 3
+    assert not torch.equal(one.net.out.weight, three.net.out.weight)

@@ -171,14 +171,15 @@ class Tagger:
         return tagger
 
     def fit(self, chunks: list[Encoded], dev: list[Note] | None = None, progress=None) -> None:
-        """Train the network for ``opts.epochs`` epochs on encoded chunks."""
+        """Train the network for ``opts.epochs`` epochs on encoded chunks, keeping the epoch
+        with the best token F1 on ``dev`` (without ``dev``, the last epoch)."""
         opts, net = self.opts, self.net
         rng = np.random.default_rng(opts.seed)
         optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
         best, best_state, started = -1.0, None, time.perf_counter()
         for epoch in range(opts.epochs):
             loss = self.epoch(chunks, optim, rng)
-            score = self.token_f1(dev) if dev else -epoch
+            score = self.token_f1(dev) if dev else epoch  # no dev: keep the last epoch
             if score > best:
                 best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
             if progress:
