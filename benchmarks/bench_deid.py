@@ -1,7 +1,10 @@
 """De-identification benchmarks on the PhysioNet deid notes, split by patient (70/15/15).
 
 The tagger trains on the train patients, picks its epoch and recall bias on the dev
-patients (target dev token recall, default 0.94) and is scored on the test patients, beside
+patients and is scored on the test patients. The headline bias is the one with the highest
+dev token recall at dev precision >= 0.90 (``--min-precision``; the goal is recall with
+precision >= 0.90); the smallest bias reaching dev recall 0.94 (``--target-recall``) is
+reported beside it (``at_target_recall``). Scored beside
 the rules alone and Presidio: its pattern recognizers (blank spaCy pipeline) and, when
 installed, with spaCy's small English model for names and places. Throughput: notes
 per second of the tagger and of Presidio on the same test notes, timed alternately in one
@@ -46,9 +49,10 @@ def notes():
     return read_physionet(root / "physionet-dev.text", root / "physionet-dev.phrase")
 
 
-def scored(tagger, dev, test, target):
-    point = tagger.calibrate(dev, target)
-    result = evaluate(test, tagger.predict(test))
+def scored(tagger, dev, test, calibration: dict, draws: int = 1000):
+    """The dev point ``tagger.calibrate(dev, **calibration)`` chose and the test scores there."""
+    point = tagger.calibrate(dev, **calibration)
+    result = evaluate(test, tagger.predict(test), draws=draws)
     return point, result
 
 
@@ -61,6 +65,7 @@ def main() -> None:
     p = common.parser("deid", __doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--min-precision", type=float, default=0.90)
     p.add_argument("--target-recall", type=float, default=0.94)
     p.add_argument("--theta-down", type=float, nargs="+", default=[0.1, 0.5, 1.0],
                    help="DSSGD download fractions to run (Festag: 0.1 and 0.5)")  # fmt: skip
@@ -77,14 +82,22 @@ def main() -> None:
     started = time.perf_counter()
     central = Tagger.train(train, lexicon, opts, dev=dev)
     train_s = time.perf_counter() - started
-    point, result = scored(central, dev, test, args.target_recall)
+    headline = {"min_precision": args.min_precision}
+    at_target, target_result = scored(central, dev, test, {"target_recall": args.target_recall},
+                                      draws=0)  # fmt: skip
+    point, result = scored(central, dev, test, headline)
     res = {
         "split": {"train": len(train), "dev": len(dev), "test": len(test), "seed": 0},
         "allocator": allocator,
         "parameters": central.parameters(),
         "train_s": round(train_s, 1),
-        "target_dev_recall": args.target_recall,
+        "min_dev_precision": args.min_precision,
         "dev_point": point,
+        "at_target_recall": {
+            "target_dev_recall": args.target_recall,
+            "dev_point": at_target,
+            **{k: target_result[k] for k in ("token_recall", "token_precision", "token_f1")},
+        },
         **{
             k: result[k]
             for k in (
@@ -133,7 +146,7 @@ def main() -> None:
         tagger, report = train_dssgd(train, lexicon, sites=5, rounds=args.rounds, dev=dev,
                                      opts=opts, config={"theta_down": theta_down})  # fmt: skip
         unbiased = token_scores(test, tagger.predict(test, o_bias=0.0))["f1"]
-        _, r = scored(tagger, dev, test, args.target_recall)
+        _, r = scored(tagger, dev, test, headline, draws=0)
         collab[str(theta_down)] = {
             "token_f1": r["token_f1"],
             "token_recall": r["token_recall"],
@@ -146,7 +159,7 @@ def main() -> None:
     for part in split_patients(train, (1.0,) * 5, seed=0):
         tagger = Tagger.train(part, lexicon, opts, dev=dev)
         unbiased = token_scores(test, tagger.predict(test, o_bias=0.0))["f1"]
-        local.append({"token_f1": scored(tagger, dev, test, args.target_recall)[1]["token_f1"],
+        local.append({"token_f1": scored(tagger, dev, test, headline, draws=0)[1]["token_f1"],
                       "token_f1_unbiased": unbiased})  # fmt: skip
     # the networks compared as they decide (bias 0), as Festag & Spreckelsen compare F1;
     # the calibrated figures are beside them in "collab" and "local_only"

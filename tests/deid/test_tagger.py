@@ -39,6 +39,24 @@ def test_calibrate_reaches_the_target_recall(tiny_tagger):
     tiny_tagger.o_bias = bias
 
 
+def test_calibrate_to_a_precision_floor_takes_the_most_recall_above_it(tiny_tagger):
+    from veil.deid.tagger import BIASES
+
+    dev, bias = synthetic_notes(30, seed=4), tiny_tagger.o_bias
+    points = list(tiny_tagger.sweep(dev, BIASES))
+    floor = sorted(q["precision"] for q in points)[len(points) // 2]
+    point = tiny_tagger.calibrate(dev, min_precision=floor)
+    above = [q for q in points if q["precision"] >= floor]
+    assert point["precision"] >= floor and point["recall"] == max(q["recall"] for q in above)
+    assert tiny_tagger.info["calibration"]["min_precision"] == floor
+    # a floor no bias reaches: the most precise bias
+    point = tiny_tagger.calibrate(dev, min_precision=1.01)
+    assert point["precision"] == max(q["precision"] for q in points)
+    # a target every bias reaches: the smallest bias of the grid, below 0
+    assert tiny_tagger.calibrate(dev, target_recall=0.0)["o_bias"] == BIASES[0] < 0
+    tiny_tagger.o_bias = bias
+
+
 def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
     from veil.deid.tagger import Tagger
 

@@ -251,6 +251,13 @@ def train(
         0.15, help="Patients held out to pick the epoch and the recall bias."
     ),
     target_recall: float = typer.Option(0.94, help="Dev token recall the bias is set for."),
+    min_precision: float = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Instead of --target-recall: the bias with the highest dev recall whose dev "
+        "precision is at least this.",
+    ),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
     miss_cost: float = typer.Option(
         None,
@@ -274,6 +281,7 @@ def train(
         epochs=epochs,
         dev_fraction=dev_fraction,
         target_recall=target_recall,
+        min_precision=min_precision,
         seed=seed,
         sites=sites,
         theta_down=theta_down,

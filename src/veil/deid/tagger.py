@@ -53,6 +53,10 @@ def miss_costs(miss: float) -> torch.Tensor | None:
     return cost
 
 
+# recall biases (added to every PHI tag's score against "O") that calibration tries
+BIASES = tuple(float(b) for b in np.arange(-4, 8.01, 0.25))
+
+
 @dataclass
 class Options:
     """Sizes and training settings of a tagger."""
@@ -293,21 +297,36 @@ class Tagger:
         self,
         dev: list[Note],
         target_recall: float = 0.97,
-        grid: tuple[float, ...] = tuple(np.arange(0, 8.01, 0.25)),
+        grid: tuple[float, ...] = BIASES,
+        min_precision: float | None = None,
     ) -> dict:
-        """Set ``o_bias`` to the smallest value whose dev token recall reaches the target.
+        """Set ``o_bias`` from notes with gold spans; return the chosen point's scores.
 
-        If none does, the bias with the highest recall. Returns the chosen point's scores.
+        By default the smallest bias whose dev token recall reaches ``target_recall`` (if none
+        does, the bias with the highest recall). With ``min_precision``, instead the bias with
+        the highest dev recall among those whose dev precision is at least ``min_precision``
+        (ties: the higher precision; if none, the bias with the highest precision). The grid
+        goes below 0 because a tagger trained with a miss cost may pass the target there.
         """
-        best = None
-        for point in self.sweep(dev, grid):
-            if point["recall"] >= target_recall:
-                best = point
-                break
-            if best is None or point["recall"] > best["recall"]:
-                best = point
+        grid = sorted(grid)
+        if min_precision is None:
+            best, goal = None, {"target_recall": target_recall}
+            for point in self.sweep(dev, grid):
+                if point["recall"] >= target_recall:
+                    best = point
+                    break
+                if best is None or point["recall"] > best["recall"]:
+                    best = point
+        else:
+            points, goal = list(self.sweep(dev, grid)), {"min_precision": min_precision}
+            ok = [q for q in points if q["precision"] >= min_precision]
+            best = (
+                max(ok, key=lambda q: (q["recall"], q["precision"]))
+                if ok
+                else max(points, key=lambda q: q["precision"])
+            )
         self.o_bias = best["o_bias"]
-        self.info["calibration"] = {"target_recall": target_recall, **best}
+        self.info["calibration"] = {**goal, **best}
         return best
 
     # -- files ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def train_tagger(
     epochs: int = 15,
     dev_fraction: float = 0.15,
     target_recall: float = 0.94,
+    min_precision: float | None = None,
     seed: int = 0,
     sites: int = 1,
     theta_down: float = 0.5,
@@ -42,7 +43,9 @@ def train_tagger(
 
     With ``sites`` > 1 the training patients are split into that many sites which train one
     tagger with DSSGD (:func:`veil.deid.collab.train_dssgd`, ``epochs`` rounds, θd
-    ``theta_down``, Festag & Spreckelsen's other settings).
+    ``theta_down``, Festag & Spreckelsen's other settings). The recall bias is the smallest
+    reaching ``target_recall`` on dev or, with ``min_precision``, the one with the highest dev
+    recall at that dev precision or more (:meth:`~veil.deid.tagger.Tagger.calibrate`).
     """
     from dataclasses import replace
 
@@ -69,7 +72,7 @@ def train_tagger(
                                    "uploaded_fraction": run.uploaded_fraction})  # fmt: skip
     else:
         tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
-    point = tagger.calibrate(dev, target_recall)
+    point = tagger.calibrate(dev, target_recall, min_precision=min_precision)
     tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
     report = {
         "o_bias": point["o_bias"],
