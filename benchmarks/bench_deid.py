@@ -4,9 +4,7 @@ The tagger trains on the train patients, picks its epoch and recall bias on the 
 patients and is scored on the test patients. The headline bias is the one with the highest
 dev token recall at dev precision >= 0.90 (``--min-precision``; the goal is recall with
 precision >= 0.90); the smallest bias reaching dev recall 0.94 (``--target-recall``) is
-reported beside it (``at_target_recall``), and so is the tagger ``--refit`` makes: trained
-again on the train and dev patients for the epochs the first kept, at the first's bias
-(``refit``). Scored beside
+reported beside it (``at_target_recall``). Scored beside
 the rules alone and Presidio: its pattern recognizers (blank spaCy pipeline) and, when
 installed, with spaCy's small English model for names and places. Throughput: notes
 per second of the tagger and of Presidio on the same test notes, timed alternately in one
@@ -113,18 +111,6 @@ def main() -> None:
             )
         },
         "test_curve": curve(central, test),
-    }
-    started = time.perf_counter()
-    refit = central.refit(train + dev)  # train and dev patients, the kept epochs, same bias
-    refit_result = evaluate(test, refit.predict(test), draws=0)
-    res["refit"] = {
-        "epochs": refit.info["epochs"],
-        "train_s": round(time.perf_counter() - started, 1),
-        **{
-            k: refit_result[k]
-            for k in ("token_recall", "token_precision", "token_f1", "entity_strict_f1")
-        },  # fmt: skip
-        "test_curve": curve(refit, test),
     }
     rule_only = evaluate(test, [rules.spans(n.text) for n in test], draws=0)
     res["rules_token_recall"] = rule_only["token_recall"]

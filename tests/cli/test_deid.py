@@ -110,9 +110,3 @@ def test_train_refuses_an_unknown_algorithm(tmp_path, capsys):
 def test_train_refuses_a_negative_miss_cost(tmp_path, capsys):
     assert main(["deid", "train", "--miss-cost", "-1", "-o", str(tmp_path / "t")]) == 2
     assert "miss-cost" in capsys.readouterr().err
-
-
-def test_train_refuses_refit_across_sites(tmp_path, capsys):
-    assert main(["deid", "train", "--sites", "3", "--refit", "-o", str(tmp_path / "t")]) == 2
-    assert "needs sites=1" in capsys.readouterr().err
-    assert not (tmp_path / "t").exists()

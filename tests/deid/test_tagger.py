@@ -57,23 +57,6 @@ def test_calibrate_to_a_precision_floor_takes_the_most_recall_above_it(tiny_tagg
     tiny_tagger.o_bias = bias
 
 
-def test_refit_trains_on_every_note_for_the_kept_epochs_with_the_same_bias(tiny_tagger):
-    from veil.deid.tagger import Tagger
-
-    notes = synthetic_notes(120) + synthetic_notes(30, seed=1)
-    final = tiny_tagger.refit(notes)
-    kept = tiny_tagger.info["best_epoch"]
-    assert 1 <= kept <= tiny_tagger.opts.epochs
-    assert final.info["epochs"] == final.info["refit"]["epochs"] == kept
-    assert final.o_bias == tiny_tagger.o_bias
-    test = synthetic_notes(40, seed=7)
-    scores = token_scores(test, final.predict(test, use_rules=False))
-    assert scores["recall"] > 0.9 and scores["precision"] > 0.9
-    untrained = Tagger(tiny_tagger.net, tiny_tagger.encoder, tiny_tagger.opts)
-    with pytest.raises(VeilError, match="refit needs a tagger trained here"):
-        untrained.refit(notes)
-
-
 def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
     from veil.deid.tagger import Tagger
 

@@ -1,6 +1,3 @@
-import pytest
-
-from veil.core.errors import ConfigError
 from veil.deid.tagger import Options
 from veil.deid.train import train_tagger
 
@@ -22,16 +19,3 @@ def test_train_tagger_calibrates_on_held_out_patients():
     _, report = train_tagger(notes, epochs=1, target_recall=0.5, echo=lines.append,
                              opts=Options(hidden=16))  # fmt: skip
     assert report["dev_token_recall"] >= 0.5
-
-
-def test_refit_trains_on_every_patient_and_keeps_the_dev_bias():
-    notes = synthetic_notes(40)
-    lines = []
-    tagger, report = train_tagger(notes, epochs=2, refit=True, echo=lines.append,
-                                  opts=Options(hidden=16))  # fmt: skip
-    assert tagger.info["train_notes"] == len(notes)
-    assert report["refit_epochs"] == tagger.info["epochs"] <= 2
-    assert report["o_bias"] == tagger.o_bias
-    assert any(line.startswith("refit:") for line in lines)
-    with pytest.raises(ConfigError, match="sites=1"):
-        train_tagger(notes, sites=2, refit=True, echo=lines.append)

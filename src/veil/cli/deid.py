@@ -258,12 +258,6 @@ def train(
         help="Instead of --target-recall: the bias with the highest dev recall whose dev "
         "precision is at least this.",
     ),
-    refit: bool = typer.Option(
-        False,
-        "--refit",
-        help="Then train again on the training and dev patients together, for the epochs "
-        "kept, with the bias dev chose.",
-    ),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
     miss_cost: float = typer.Option(
         None,
@@ -291,7 +285,6 @@ def train(
         seed=seed,
         sites=sites,
         theta_down=theta_down,
-        refit=refit,
         echo=typer.echo,
         opts=Options() if miss_cost is None else Options(miss_cost=miss_cost),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -186,26 +186,10 @@ class Tagger:
             score = self.token_f1(dev) if dev else epoch  # no dev: keep the last epoch
             if score > best:
                 best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
-                self.info["best_epoch"] = epoch + 1
             if progress:
                 progress(epoch + 1, loss, score if dev else None)
         net.load_state_dict(best_state)
         self.info.update(epochs=opts.epochs, train_s=round(time.perf_counter() - started, 1))
-
-    def refit(self, notes: list[Note], progress=None) -> Tagger:
-        """A tagger trained afresh on ``notes`` (this one's training and dev notes together)
-        for the epochs this one kept, with its lists and its recall bias.
-
-        The dev notes then teach too; the price is that the final network is never checked
-        on held-out notes: its bias is the one this tagger's dev notes chose.
-        """
-        if "best_epoch" not in self.info:
-            raise ConfigError("refit needs a tagger trained here with dev notes (Tagger.train)")
-        opts = replace(self.opts, epochs=self.info["best_epoch"])
-        final = Tagger.train(notes, self.net.lexicon(), opts, progress=progress)
-        final.o_bias = self.o_bias
-        final.info["refit"] = {"epochs": opts.epochs, "calibration": self.info.get("calibration")}
-        return final
 
     def epoch(self, chunks: list[Encoded], optim, rng) -> float:
         """One pass over ``chunks`` in a random order; the mean loss."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from veil.core.errors import ConfigError
 from veil.deid.corpus import Note, read_notes, split_patients
 from veil.deid.lexicon import Lexicon, default_folder
 
@@ -37,7 +36,6 @@ def train_tagger(
     seed: int = 0,
     sites: int = 1,
     theta_down: float = 0.5,
-    refit: bool = False,
     echo: Callable[[str], None] = print,
     opts=None,
 ):
@@ -47,16 +45,12 @@ def train_tagger(
     tagger with DSSGD (:func:`veil.deid.collab.train_dssgd`, ``epochs`` rounds, θd
     ``theta_down``, Festag & Spreckelsen's other settings). The recall bias is the smallest
     reaching ``target_recall`` on dev or, with ``min_precision``, the one with the highest dev
-    recall at that dev precision or more (:meth:`~veil.deid.tagger.Tagger.calibrate`). With
-    ``refit``, a second tagger then trains on the training and dev patients together for the
-    epochs the first kept, and keeps its bias (:meth:`~veil.deid.tagger.Tagger.refit`).
+    recall at that dev precision or more (:meth:`~veil.deid.tagger.Tagger.calibrate`).
     """
     from dataclasses import replace
 
     from veil.deid.tagger import Options, Tagger
 
-    if refit and sites > 1:
-        raise ConfigError("refit trains one tagger on all patients: it needs sites=1")
     if not isinstance(notes, list):
         notes = read_notes(notes or default_notes())
     train, dev = split_patients(notes, (1 - dev_fraction, dev_fraction), seed)
@@ -79,19 +73,11 @@ def train_tagger(
     else:
         tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
     point = tagger.calibrate(dev, target_recall, min_precision=min_precision)
-    if refit:
-        kept = tagger.info["best_epoch"]
-        echo(f"refit: {kept} epochs on the training and dev notes together, bias {tagger.o_bias}")
-        tagger = tagger.refit(
-            train + dev, lambda e, loss, _: echo(f"epoch {e}/{kept}: loss {loss:.3f}")
-        )
-    tagger.info.update(train_notes=len(train) + refit * len(dev), dev_notes=len(dev), seed=seed)
+    tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
     report = {
         "o_bias": point["o_bias"],
         "dev_token_recall": round(point["recall"], 4),
         "dev_token_precision": round(point["precision"], 4),
         "parameters": tagger.parameters(),
     }
-    if refit:
-        report["refit_epochs"] = tagger.info["refit"]["epochs"]
     return tagger, report
