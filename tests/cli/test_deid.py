@@ -110,3 +110,26 @@ def test_train_refuses_an_unknown_algorithm(tmp_path, capsys):
 def test_train_refuses_a_negative_miss_cost(tmp_path, capsys):
     assert main(["deid", "train", "--miss-cost", "-1", "-o", str(tmp_path / "t")]) == 2
     assert "miss-cost" in capsys.readouterr().err
+
+
+def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
+    from veil.deid.corpus import Note, Span, write_jsonl
+    from veil.deid.tagger import Tagger
+
+    names = ["Foley", "Nicholson", "Carey", "Rossetti", "Munroe"]
+    notes = []
+    for i in range(40):
+        name, text = names[i % 5], f"Pt stable overnight. Dr. {names[i % 5]} aware of plan.\n"
+        start = text.index(name)
+        notes.append(
+            Note(str(i % 8), str(i), text, [Span(start, start + len(name), "NAME-DOCTOR")])
+        )
+    write_jsonl(tmp_path / "notes.jsonl", notes)
+    out = tmp_path / "t.veil"
+    args = ["deid", "train", "--notes", str(tmp_path / "notes.jsonl"), "--epochs", "1"]
+    assert main([*args, "--min-precision", "0.5", "-o", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-2])
+    tagger = Tagger.load(out)
+    assert tagger.info["calibration"]["min_precision"] == 0.5
+    assert report["o_bias"] == tagger.o_bias and report["dev_token_precision"] >= 0.5
+    assert main([*args, "--min-precision", "1.5", "-o", str(out), "--force"]) == 2
