@@ -4,8 +4,8 @@
 charges a missed PHI token ``Options.miss_cost`` (recall first, already in training);
 ``Tagger.spans(text)`` detects PHI. The recall knob ``o_bias`` is subtracted from the "O"
 (not PHI) score of every token before Viterbi decoding: larger values trade precision for
-recall. :meth:`Tagger.calibrate` picks the smallest bias that reaches a target token recall
-on held-out notes.
+recall. :meth:`Tagger.calibrate` picks, on held-out notes, the smallest bias that reaches a
+target token recall, or the one with the most recall at a precision floor.
 
 A tagger is saved as a veil model file (safetensors weights, JSON header; nothing pickled):
 the header holds the vocabulary, the options and the bias; the lexicon travels as hashes.
@@ -53,7 +53,7 @@ def miss_costs(miss: float) -> torch.Tensor | None:
     return cost
 
 
-# recall biases (added to every PHI tag's score against "O") that calibration tries
+# the values of ``o_bias`` (subtracted from every token's "O" score) that calibration tries
 BIASES = tuple(float(b) for b in np.arange(-4, 8.01, 0.25))
 
 
