@@ -20,6 +20,7 @@ Padding rows (``mask == 0``) contribute nothing, which gives fixed-shape batches
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -384,17 +385,56 @@ def _conv_dilated(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tenso
     return out.permute(1, 2, 0, 3, 4).reshape(B, -1)
 
 
-def _from_channels_last(flat: torch.Tensor, shape) -> torch.Tensor:
+def _conv_phases(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients as U·Gᵀ, the patches U laid out so that each copied run
+    is a whole row of output positions: the padded input is split into its stride phases
+    (one small copy), in which a kernel row at offset a reads rows y + a. The rows come out
+    in (in, row phase, column phase, kh/sh, kw/sw) order, the columns are the outputs.
+    Only for dilation 1 and kernels that the stride divides (``_phases_fit``). On mnist-cnn's
+    conv1 (one channel, 8x8, stride 2): 1.40 ms timed alone against 1.72 ms for ``patches``,
+    whose copied runs are 8 values long where these are 14; inside whole DP steps the gain
+    shrinks to 0.5% of the step (1.230x against 1.237x the plain step, round robin)."""
+    (ph, pw), (sh, sw) = m.padding, m.stride
+    (kh, kw), (Ho, Wo) = m.kernel_size, G.shape[2:]
+    B, C, H, W = A.shape
+    Hq, Wq = -(-(H + 2 * ph) // sh), -(-(W + 2 * pw) // sw)  # phase sizes, padded up
+    A = F.pad(A, (pw, Wq * sw - W - pw, ph, Hq * sh - H - ph))
+    P = A.reshape(B, C, Hq, sh, Wq, sw).permute(0, 1, 3, 5, 2, 4).contiguous()
+    sb, sc, sy, sx = P.stride()[:4]
+    U = P.as_strided((B, C, sh, sw, kh // sh, kw // sw, Ho, Wo), (sb, sc, sy, sx, Wq, 1, Wq, 1))
+    U = U.reshape(B, C * kh * kw, Ho * Wo)
+    return torch.bmm(U, G.flatten(2).transpose(1, 2)).reshape(B, -1)
+
+
+def _phases_fit(m: nn.Conv2d) -> bool:
+    (kh, kw), (sh, sw) = m.kernel_size, m.stride
+    return m.dilation == (1, 1) and kh % sh == 0 and kw % sw == 0
+
+
+def _from_phases(flat: torch.Tensor, shape, stride) -> torch.Tensor:
+    n_out, C, kh, kw = shape
+    sh, sw = stride
+    flat = flat.reshape(C, sh, sw, kh // sh, kw // sw, n_out)
+    return flat.permute(5, 0, 3, 1, 4, 2).reshape(shape)  # (out, in, kh/sh, sh, kw/sw, sw)
+
+
+def _from_channels_last(flat: torch.Tensor, shape, stride) -> torch.Tensor:
     n_out, C, kh, kw = shape
     return flat.reshape(n_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
 
 
+def _always(m: nn.Conv2d) -> bool:
+    return True
+
+
 # name -> (per-sample gradients (B, n), how a summed (n,) gradient becomes the weight's shape
-# where the method's order is not the weight's)
+# where the method's order is not the weight's (given the shape and the stride), and which
+# layers the method can take)
 _CONV_METHODS = {
-    "grouped": (_conv_grouped, None),
-    "patches": (_conv_patches, _from_channels_last),
-    "dilated": (_conv_dilated, None),
+    "grouped": (_conv_grouped, None, _always),
+    "patches": (_conv_patches, _from_channels_last, _always),
+    "dilated": (_conv_dilated, None, _always),
+    "phases": (_conv_phases, _from_phases, _phases_fit),
 }
 _TRIALS = 3  # timed calls of each method, in real steps, before the fastest is kept
 _conv_choice: dict[tuple, str] = {}  # layer shape -> the method kept
@@ -415,7 +455,9 @@ def _conv_per_sample(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> tuple[st
     if key in _conv_choice:
         name = _conv_choice[key]
         return name, _CONV_METHODS[name][0](m, A, G)
-    trials = _conv_trials.setdefault(key, {name: [] for name in _CONV_METHODS})
+    trials = _conv_trials.setdefault(
+        key, {name: [] for name, (_, _, fits) in _CONV_METHODS.items() if fits(m)}
+    )
     name = min(trials, key=lambda n: len(trials[n]))
     _sync(A)
     start = time.perf_counter()
@@ -435,13 +477,14 @@ def _sync(t: torch.Tensor) -> None:
 
 def _conv_rule(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> _Rule:
     """Per-sample conv weight gradients, materialised (for these small networks that beat
-    Gram-matrix ghost norms, measured on mnist-cnn), by the fastest of three methods."""
+    Gram-matrix ghost norms, measured on mnist-cnn), by the fastest of the methods that fit it."""
     rule = _Rule({}, {})
     if m.weight.requires_grad:
         name, flat = _conv_per_sample(m, A, G)
-        rule.norms2["weight"], rule.sums["weight"] = _materialised(
-            flat, m.weight.shape, _CONV_METHODS[name][1]
-        )
+        unflatten = _CONV_METHODS[name][1]
+        if unflatten is not None:
+            unflatten = functools.partial(unflatten, stride=m.stride)
+        rule.norms2["weight"], rule.sums["weight"] = _materialised(flat, m.weight.shape, unflatten)
     _bias(m, G.flatten(2).sum(2), rule)
     return rule
 
