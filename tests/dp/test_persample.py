@@ -150,6 +150,30 @@ def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
     assert (weighted_sum(c) - expected).abs().max() <= 1e-9
 
 
+@pytest.mark.parametrize("method", ["patches", "phases"])
+@pytest.mark.parametrize("samples_per_chunk", [1, 2])
+def test_patches_copied_in_chunks_give_the_same_gradients(monkeypatch, method, samples_per_chunk):
+    # 5 samples in chunks of 1, and of 2 + 2 + 1: every chunk boundary, and a short last chunk
+    m = nn.Conv2d(2, 3, (4, 3), stride=(2, 3), padding=(2, 1)).double()
+    torch.manual_seed(4)
+    A = torch.randn(5, 2, 9, 10, dtype=torch.double)
+    G = torch.randn_like(m(A))
+    per_sample = persample._CONV_METHODS[method][0]
+    whole = per_sample(m, A, G)
+    patch_bytes = 2 * 4 * 3 * 5 * 4 * 8  # in channels * kernel * output positions * float64
+    monkeypatch.setattr(persample, "PATCH_CHUNK_BYTES", samples_per_chunk * patch_bytes + 7)
+    calls, bmm = [], torch.bmm
+
+    def counted_bmm(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return bmm(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "bmm", counted_bmm)
+    chunked = per_sample(m, A, G)
+    assert calls == [samples_per_chunk] * (5 // samples_per_chunk) + [1] * (5 % samples_per_chunk)
+    assert (chunked - whole).abs().max() <= 1e-12
+
+
 def test_conv_methods_are_tried_in_real_steps_then_the_fastest_is_kept():
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.Flatten(), nn.Linear(18, 3)).double()
