@@ -86,18 +86,19 @@ def compare(
     }
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """The process's resident memory now, in bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_memory(fn: Callable[[], object], interval: float = 0.005) -> tuple[object, int]:
     """Run ``fn``; return its result and the peak resident memory above the start, in bytes."""
-    start, peak, done = _rss_bytes(), [0], threading.Event()
+    start, peak, done = rss_bytes(), [0], threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes() - start)
+            peak[0] = max(peak[0], rss_bytes() - start)
             time.sleep(interval)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -107,7 +108,7 @@ def peak_memory(fn: Callable[[], object], interval: float = 0.005) -> tuple[obje
     finally:
         done.set()
         t.join()
-    return result, max(peak[0], _rss_bytes() - start)
+    return result, max(peak[0], rss_bytes() - start)
 
 
 def machine() -> dict:
