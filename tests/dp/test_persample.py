@@ -1,7 +1,6 @@
 """Per-sample gradients: each engine equals a naive per-example loop and Opacus; clipping."""
 
 import copy
-import functools
 
 import pytest
 import torch
@@ -122,8 +121,8 @@ def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
     # the engine times the methods and keeps the faster, so each is checked here on its own
     kwargs, size = CONVS[conv]
     m = nn.Conv2d(**kwargs).double()
-    per_sample, unflatten, fits = persample._CONV_METHODS[method]
-    if not fits(m):
+    per_sample = persample._CONV_METHODS[method].per_sample
+    if not persample._CONV_METHODS[method].fits(m):
         assert method == "phases" and conv == "uneven stride, dilation"
         return
     torch.manual_seed(0)
@@ -136,9 +135,7 @@ def test_every_conv_method_gives_the_per_sample_gradients(conv, method):
     ])  # fmt: skip
     flat = per_sample(m, A, G)
     assert flat.shape == (len(A), m.weight.numel())
-    if unflatten is not None:
-        unflatten = functools.partial(unflatten, stride=m.stride)
-    norms2, weighted_sum = persample._materialised(flat, m.weight.shape, unflatten)
+    norms2, weighted_sum = persample._conv_materialised(m, method, flat)
     assert torch.allclose(norms2, naive.flatten(1).pow(2).sum(1), rtol=1e-12, atol=0)
     for i in range(len(A)):  # each sample alone, in the weight's order
         one = torch.zeros(len(A), dtype=torch.double)
@@ -158,7 +155,7 @@ def test_patches_copied_in_chunks_give_the_same_gradients(monkeypatch, method, s
     torch.manual_seed(4)
     A = torch.randn(5, 2, 9, 10, dtype=torch.double)
     G = torch.randn_like(m(A))
-    per_sample = persample._CONV_METHODS[method][0]
+    per_sample = persample._CONV_METHODS[method].per_sample
     whole = per_sample(m, A, G)
     patch_bytes = 2 * 4 * 3 * 5 * 4 * 8  # in channels * kernel * output positions * float64
     monkeypatch.setattr(persample, "PATCH_CHUNK_BYTES", samples_per_chunk * patch_bytes + 7)
@@ -179,7 +176,7 @@ def test_conv_methods_are_tried_in_real_steps_then_the_fastest_is_kept():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.Flatten(), nn.Linear(18, 3)).double()
     x, y = torch.randn(7, 1, 7, 7, dtype=torch.double), torch.randint(0, 3, (7,))  # own shape
     engine = make_engine(model, 1.0, "layers")
-    fitting = [n for n, (*_, fits) in persample._CONV_METHODS.items() if fits(model[0])]
+    fitting = [n for n, method in persample._CONV_METHODS.items() if method.fits(model[0])]
     assert "phases" not in fitting  # kernel 3, stride 2: the stride does not divide the kernel
     n = len(fitting) * persample._TRIALS
     first = engine.clipped_sum(x, y)

@@ -25,7 +25,9 @@ import math
 import time
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -450,18 +452,21 @@ def _from_channels_last(flat: torch.Tensor, shape, stride) -> torch.Tensor:
     return flat.reshape(n_out, kh, kw, C).permute(0, 3, 1, 2).contiguous()
 
 
-def _always(m: nn.Conv2d) -> bool:
-    return True
+class _ConvMethod(NamedTuple):
+    """A way to form a conv layer's per-sample weight gradients, (B, n)."""
+
+    per_sample: Callable[[nn.Conv2d, torch.Tensor, torch.Tensor], torch.Tensor]
+    # how a summed (n,) gradient becomes the weight's shape, given the shape and the stride,
+    # where the method's order is not the weight's
+    unflatten: Callable | None = None
+    fits: Callable[[nn.Conv2d], bool] = lambda m: True  # which layers the method can take
 
 
-# name -> (per-sample gradients (B, n), how a summed (n,) gradient becomes the weight's shape
-# where the method's order is not the weight's (given the shape and the stride), and which
-# layers the method can take)
 _CONV_METHODS = {
-    "grouped": (_conv_grouped, None, _always),
-    "patches": (_conv_patches, _from_channels_last, _always),
-    "dilated": (_conv_dilated, None, _always),
-    "phases": (_conv_phases, _from_phases, _phases_fit),
+    "grouped": _ConvMethod(_conv_grouped),
+    "patches": _ConvMethod(_conv_patches, _from_channels_last),
+    "dilated": _ConvMethod(_conv_dilated),
+    "phases": _ConvMethod(_conv_phases, _from_phases, _phases_fit),
 }
 _TRIALS = 3  # timed calls of each method, in real steps, before the fastest is kept
 _conv_choice: dict[tuple, str] = {}  # layer shape -> the method kept
@@ -481,14 +486,14 @@ def _conv_per_sample(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> tuple[st
            m.dilation)  # fmt: skip
     if key in _conv_choice:
         name = _conv_choice[key]
-        return name, _CONV_METHODS[name][0](m, A, G)
+        return name, _CONV_METHODS[name].per_sample(m, A, G)
     trials = _conv_trials.setdefault(
-        key, {name: [] for name, (_, _, fits) in _CONV_METHODS.items() if fits(m)}
+        key, {name: [] for name, method in _CONV_METHODS.items() if method.fits(m)}
     )
     name = min(trials, key=lambda n: len(trials[n]))
     _sync(A)
     start = time.perf_counter()
-    flat = _CONV_METHODS[name][0](m, A, G)
+    flat = _CONV_METHODS[name].per_sample(m, A, G)
     _sync(A)
     trials[name].append(time.perf_counter() - start)
     if all(len(t) >= _TRIALS for t in trials.values()):
@@ -502,16 +507,22 @@ def _sync(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
+def _conv_materialised(m: nn.Conv2d, name: str, flat: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """Squared norms and weighted sum of the per-sample gradients method ``name`` formed."""
+    unflatten = _CONV_METHODS[name].unflatten
+    if unflatten is not None:
+        unflatten = functools.partial(unflatten, stride=m.stride)
+    return _materialised(flat, m.weight.shape, unflatten)
+
+
 def _conv_rule(m: nn.Conv2d, A: torch.Tensor, G: torch.Tensor) -> _Rule:
     """Per-sample conv weight gradients, materialised (for these small networks that beat
     Gram-matrix ghost norms, measured on mnist-cnn), by the fastest of the methods that fit it."""
     rule = _Rule({}, {})
     if m.weight.requires_grad:
-        name, flat = _conv_per_sample(m, A, G)
-        unflatten = _CONV_METHODS[name][1]
-        if unflatten is not None:
-            unflatten = functools.partial(unflatten, stride=m.stride)
-        rule.norms2["weight"], rule.sums["weight"] = _materialised(flat, m.weight.shape, unflatten)
+        rule.norms2["weight"], rule.sums["weight"] = _conv_materialised(
+            m, *_conv_per_sample(m, A, G)
+        )
     _bias(m, G.flatten(2).sum(2), rule)
     return rule
 
