@@ -88,7 +88,7 @@ name = "wm"
 id = "owned"
 kind = "watermark"
 data = "digits"
-epochs = 4
+epochs = 8
 triggers = 50
 """
     ledger = pipeline.run(pipeline.parse(text), tmp_path / "out")
