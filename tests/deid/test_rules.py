@@ -137,6 +137,10 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ("PMH: CABG 81, Redo", "81", "DATE", ["81"]),
         ("birthday is may 16, 2015", "16", "DATE", ["16"]),
         ("on 7/22 at", "/", "DATE", []),
+        # an hour of a shift after a date is no part of it
+        ("10-18-20 7A TO 1200 CSRU", "10-18-20 7", "DATE", ["10-18-20"]),
+        ("10-6-06 7p to 7a csru", "10-6-06 7", "DATE", ["10-6-06"]),
+        ("seen 7/22 7pm", "7", "DATE", []),
         # a network's "date" where a rule's is refused: settings, pain scores
         ("despite a good 5/5 ABG, will", "5/5", "DATE", []),
         ("pt had 8/10 pain", "8/10", "DATE", []),
@@ -150,6 +154,16 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ),
         ("Dr. griffin made aware", "griffin made", "NAME-DOCTOR", ["griffin"]),
         ("admitted to Sinai hospital 8/20", "Sinai hospital", "LOCATION", ["Sinai"]),
+        # a US state standing as a place is not PHI; in an institution's name, or as a
+        # name, it stays; the District of Columbia is no state
+        ("lives in California, Phone", "California", "LOCATION", []),
+        ("Sister in California 415", "California", "NAME-RELATIVE", []),
+        ("SON FROM TEXAS. A:", "TEXAS", "LOCATION", []),
+        ("son from calif. and", "calif.", "LOCATION", []),
+        ("from university of maryland hospital", "maryland", "LOCATION", ["maryland"]),
+        ("services at Maryland Rehab. Will", "Maryland", "LOCATION", ["Maryland"]),
+        ("IV NURSE VIRGINIA CALLED", "VIRGINIA", "NAME-DOCTOR", ["VIRGINIA"]),
+        ("who lives in DC.", "DC", "LOCATION", ["DC"]),
     ],
 )
 def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):

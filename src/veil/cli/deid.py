@@ -265,6 +265,12 @@ def train(
         help="Training cost of a missed PHI token (softmax-margin; default 4; 0: "
         "the plain likelihood).",
     ),
+    subwords: bool = typer.Option(
+        None,
+        "--subwords/--no-subwords",
+        help="Pretrained subword vectors (MiniLM's WordPiece embeddings, shipped with veil) "
+        "as token features; default: off.",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:
     """Train a PHI tagger on notes with gold spans, split by patient."""
@@ -276,6 +282,7 @@ def train(
     if algo != "dssgd":
         raise DeidError(f"unknown algorithm {algo!r}; sites train together with dssgd")
     refuse_overwrite(out, force)
+    chosen = {"miss_cost": miss_cost, "subwords": subwords}  # None: the default
     tagger, report = train_tagger(
         notes,
         epochs=epochs,
@@ -286,7 +293,7 @@ def train(
         sites=sites,
         theta_down=theta_down,
         echo=typer.echo,
-        opts=Options() if miss_cost is None else Options(miss_cost=miss_cost),
+        opts=Options(**{k: v for k, v in chosen.items() if v is not None}),
     )
     tagger.save(out, force=force)
     typer.echo(json.dumps(report))

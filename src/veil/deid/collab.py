@@ -20,7 +20,7 @@ from veil.collab import DSSGDConfig
 from veil.collab import dssgd as algo
 from veil.collab.participant import flat, overwrite, set_flat
 from veil.deid.corpus import Note, split_patients
-from veil.deid.encode import Encoder, build_vocab
+from veil.deid.encode import build_vocab
 from veil.deid.lexicon import Lexicon
 
 FESTAG = {"theta_down": 0.5, "theta_up": 0.5, "gamma": 10.0, "tau": 1e-4}
@@ -74,17 +74,17 @@ def train_dssgd(
     Returns the tagger holding the global parameters (best dev token F1 over rounds when
     ``dev`` is given) and a :class:`CollabReport`.
     """
-    from veil.deid.tagger import Options, Tagger, TaggerNet
+    from veil.deid.tagger import Options, Tagger, encoder_net, make_encoder
 
     opts = opts or Options()
     cfg = DSSGDConfig(**{**FESTAG, **(config or {})})
     parts = split_patients(notes, (1.0,) * sites, seed)
-    encoder = Encoder(shared_vocab(parts), lexicon, opts.max_len)
+    encoder = make_encoder(shared_vocab(parts), lexicon, opts)
     torch.manual_seed(opts.seed)
-    start = TaggerNet(len(encoder.vocab), encoder.n_features, opts, lexicon)
+    start = encoder_net(encoder, opts)
     members = []
     for pid, part in enumerate(parts):
-        net = TaggerNet(len(encoder.vocab), encoder.n_features, opts, lexicon)
+        net = encoder_net(encoder, opts)
         net.load_state_dict(start.state_dict())
         members.append(Site(pid, Tagger(net, encoder, opts), encoder.encode(part), seed + pid))
     server = cfg.server(flat(start))

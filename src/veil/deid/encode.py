@@ -1,7 +1,8 @@
 """Notes to tensors: chunks of tokens with word ids, characters, features and BIO tags.
 
-A token's features are its shape (case, digits, length), the lexicon groups it belongs to
-and the rule label covering it. The word vocabulary is built so that a model file does not
+A token's features are its shape (case, digits, length), the rule label covering it, the
+lexicon groups it belongs to and, in taggers trained with them, its pretrained subword vector
+(:mod:`veil.deid.subwords`). The word vocabulary is built so that a model file does not
 memorise PHI: it keeps only words seen in at least two patients' notes and never inside a
 PHI span (names the network must learn from characters, context and lists instead).
 """
@@ -17,6 +18,7 @@ import numpy as np
 from veil.deid import rules
 from veil.deid.corpus import LABELS, Note, Span, token_mask, tokens
 from veil.deid.lexicon import Lexicon
+from veil.deid.subwords import Subwords
 
 TAGS = ("O", *(f"{p}-{label}" for label in LABELS for p in "BI"))
 RULE_LABELS = tuple(rules.PATTERNS)
@@ -162,15 +164,27 @@ def rule_features(toks: list[tuple[int, int]], found: list[Span], length: int) -
 class Encoder:
     """Turns notes into :class:`Encoded` chunks for a given vocabulary and lexicon."""
 
-    def __init__(self, vocab: list[str], lexicon: Lexicon, max_len: int = 120):
+    def __init__(
+        self,
+        vocab: list[str],
+        lexicon: Lexicon,
+        max_len: int = 120,
+        subwords: Subwords | None = None,
+    ):
         self.vocab = vocab
         self.index = {w: i + 2 for i, w in enumerate(vocab)}
         self.lexicon = lexicon
         self.max_len = max_len
+        self.subwords = subwords
 
     @property
     def n_features(self) -> int:
-        return N_FEATURES_BASE + len(self.lexicon)
+        """Shapes, rule labels, lexicon groups, then the subword vectors (if any)."""
+        return N_FEATURES_BASE + len(self.lexicon) + self.subword_width
+
+    @property
+    def subword_width(self) -> int:
+        return self.subwords.width if self.subwords else 0
 
     def encode(
         self, notes: list[Note], gold: bool = True, rule_spans: list[list[Span]] | None = None
@@ -193,6 +207,7 @@ class Encoder:
                         len(note.text),
                     ),
                     lexicon[k],
+                    *([self.subwords.features(words)] if self.subwords else []),
                 ],
                 axis=1,
             )

@@ -194,6 +194,26 @@ _NAME_BREAK = re.compile(
     rf"|\s*\b(?i:{_NON_NAME_WORDS}|or|per)\b\s*"
 )
 _GENERIC_PLACE = re.compile(r"\s+(?:hospital|hosp)\.?\s*$", re.I)
+# A US state alone is not PHI (HIPAA's Safe Harbor keeps states; the PhysioNet annotators
+# mark none outside an institution's name in the train and dev notes, where 7 stand alone)
+_STATES = (
+    "alabama|alaska|arizona|arkansas|california|calif|colorado|connecticut|delaware|florida"
+    "|georgia|hawaii|idaho|illinois|indiana|iowa|kansas|kentucky|louisiana|maine|maryland"
+    "|massachusetts|michigan|minnesota|mississippi|missouri|montana|nebraska|nevada"
+    "|new hampshire|new jersey|new mexico|new york|north carolina|north dakota|ohio|oklahoma"
+    "|oregon|pennsylvania|rhode island|south carolina|south dakota|tennessee|texas|utah"
+    "|vermont|virginia|washington|west virginia|wisconsin|wyoming"
+)
+_STATE = re.compile(rf"(?i:{_STATES})")
+# ... but "University of Maryland", "Maryland Rehab" are institutions, and "Virginia" may be
+# a name: a state is dropped where it is a place ("lives in California", "son from TEXAS")
+_PLACE_BEFORE = re.compile(r"\b(?i:in|from|to)\s+$")
+_INSTITUTION_BEFORE = re.compile(r"\b(?i:university\s+of)\s+$")
+_INSTITUTION_AFTER = re.compile(
+    r"\s+(?i:hospital|hosp|medical|rehab|rehabilitation|center|clinic|general|university)\b"
+)
+_HOUR_AT_END = re.compile(r"(?:\s+|(?<![\w/\-.:]))(?:1[0-2]|0?[1-9])$")
+_AM_PM = re.compile(r"(?i:[ap]m?)\b")
 _TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
 _ABBREVIATION = re.compile(rf"\b(?:st|mt|ft|{MONTHS})\.$", re.I)
 
@@ -202,15 +222,28 @@ def tidy(text: str, found: list[Span]) -> list[Span]:
     """``found`` with the edges the annotators use: names split at marks and at words no
     name is, titles dropped, a place's trailing "hospital" dropped, marks trimmed from both
     ends of every span, a name's parts around a hyphen joined; spans left empty are
-    dropped, and so are dates that no date is written as."""
+    dropped, and so are dates that no date is written as and US states named as places."""
     out = []
     for span in found:
         if span.label == "LOCATION" and (m := _GENERIC_PLACE.search(text, span.start, span.end)):
             span = Span(span.start, m.start(), span.label)
+        hour = span.label == "DATE" and _HOUR_AT_END.search(text, span.start, span.end)
+        if hour and _AM_PM.match(text, span.end):  # "10-18-20 7A TO 1200": a shift's hour
+            span = Span(span.start, hour.start(), span.label)
         parts = _name_parts(text, span) if span.label.startswith("NAME-") else [span]
         trimmed = (_trimmed(text, p) for p in parts)
-        out.extend(t for t in trimmed if t is not None and _may_be(text, t))
+        out.extend(t for t in trimmed if t is not None and _may_be(text, t) and not _state(text, t))
     return _joined_names(text, sorted(out, key=lambda s: s.start))
+
+
+def _state(text: str, span: Span) -> bool:
+    """A span that is a US state's name standing as a place, not inside an institution's."""
+    if not _STATE.fullmatch(text, span.start, span.end):
+        return False
+    before = text[max(0, span.start - 20) : span.start]
+    if _INSTITUTION_AFTER.match(text, span.end) or _INSTITUTION_BEFORE.search(before):
+        return False
+    return span.label == "LOCATION" or bool(_PLACE_BEFORE.search(before))
 
 
 def _joined_names(text: str, found: list[Span]) -> list[Span]:

@@ -74,19 +74,29 @@ class Options:
     max_len: int = 120
     # softmax-margin cost, in the partition function, of tagging a PHI token "O" (a miss)
     miss_cost: float = MISS_COST
+    # pretrained subword vectors as token features (veil.deid.subwords), and the chance that
+    # training hides a token's vector (so the network keeps learning from the rest too)
+    subwords: bool = False
+    subword_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
             raise ConfigError(
                 f"miss_cost must be >= 0 (0: the plain likelihood), got {self.miss_cost}"
             )
+        if not 0 <= self.subword_dropout < 1:
+            raise ConfigError(f"subword_dropout must be in [0, 1), got {self.subword_dropout}")
 
 
 class TaggerNet(nn.Module):
     """Emission scores per token from words, characters and features; a CRF on top."""
 
-    def __init__(self, n_words: int, n_features: int, opts: Options, lexicon: Lexicon):
+    def __init__(
+        self, n_words: int, n_features: int, opts: Options, lexicon: Lexicon, subword_width=0
+    ):
         super().__init__()
+        # the last ``subword_width`` features are a token's subword vector
+        self.subword_width, self.subword_dropout = subword_width, opts.subword_dropout
         self.words = nn.Embedding(n_words + 2, opts.word_dim, padding_idx=0)
         self.chars = nn.Embedding(97, opts.char_dim, padding_idx=0)
         self.conv = nn.Conv1d(opts.char_dim, opts.char_filters, 3, padding=1)
@@ -105,6 +115,10 @@ class TaggerNet(nn.Module):
         """``chars`` is (spellings, index): each distinct spelling of the batch once (the
         char-CNN runs on those), and which spelling each token has."""
         spellings, index = chars
+        if self.training and self.subword_dropout and self.subword_width:
+            hide = torch.rand(feats.shape[:2]) < self.subword_dropout
+            feats = feats.clone()
+            feats[..., -self.subword_width :][hide] = 0.0
         ch = self.chars(spellings).transpose(1, 2)
         ch = torch.relu(self.conv(ch)).max(dim=2).values[index]
         x = self.drop(torch.cat([self.words(words), ch, feats], dim=2))
@@ -114,6 +128,21 @@ class TaggerNet(nn.Module):
         h, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])
         return self.out(self.drop(h))
+
+
+def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet:
+    """A new network for the inputs ``encoder`` gives."""
+    return TaggerNet(
+        len(encoder.vocab), encoder.n_features, opts, encoder.lexicon, encoder.subword_width
+    )
+
+
+def make_encoder(vocab: list[str], lexicon: Lexicon, opts: Options) -> Encoder:
+    """The encoder a tagger with ``opts`` reads notes through (with the subword table if the
+    options ask for it)."""
+    from veil.deid import subwords
+
+    return Encoder(vocab, lexicon, opts.max_len, subwords.load() if opts.subwords else None)
 
 
 def _batch(chunks: list[Encoded], word_dropout: float = 0.0, rng=None):
@@ -168,8 +197,8 @@ class Tagger:
         """Fit a tagger on ``notes``; with ``dev``, keep the epoch with the best dev token F1."""
         opts = opts or Options()
         torch.manual_seed(opts.seed)
-        encoder = Encoder(build_vocab(notes), lexicon, opts.max_len)
-        net = TaggerNet(len(encoder.vocab), encoder.n_features, opts, lexicon)
+        encoder = make_encoder(build_vocab(notes), lexicon, opts)
+        net = encoder_net(encoder, opts)
         tagger = cls(net, encoder, opts)
         tagger.fit(encoder.encode(notes), dev, progress)
         return tagger
@@ -337,6 +366,8 @@ class Tagger:
 
         spec = ModelSpec(ARCH, (), len(TAGS), asdict(self.opts))
         extra = {"vocab": self.encoder.vocab, "o_bias": self.o_bias, "info": self.info}
+        if self.encoder.subwords:
+            extra["subwords"] = self.encoder.subwords.digest
         return save_model(path, self.net, spec, classes=list(TAGS), extra=extra, force=force)
 
     @classmethod
@@ -365,8 +396,12 @@ class Tagger:
         )
         if len(lexicon) != len(GROUPS):
             raise ModelFileError(f"{path}: PHI tagger without its lexicon")
-        encoder = Encoder(vocab, lexicon, opts.max_len)
-        net = TaggerNet(len(vocab), encoder.n_features, opts, lexicon)
+        encoder = make_encoder(vocab, lexicon, opts)
+        if extra.get("subwords") != (encoder.subwords.digest if encoder.subwords else None):
+            raise ModelFileError(
+                f"{path}: trained with another subword table than this veil's; retrain it"
+            )
+        net = encoder_net(encoder, opts)
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:
