@@ -194,7 +194,12 @@ class Encoder:
         toks_of = [tokens(note.text) for note in notes]
         words_of = [[n.text[s:e] for s, e in toks] for n, toks in zip(notes, toks_of, strict=True)]
         every = [w for words in words_of for w in words]
-        lexicon = np.split(self.lexicon.features(every), np.cumsum([len(w) for w in words_of]))
+        cuts = np.cumsum([len(w) for w in words_of])
+        # the word-list features of all notes at once (one lookup, then split per note)
+        lexicon = self.lexicon.features(every)
+        if self.subwords:
+            lexicon = np.concatenate([lexicon, self.subwords.features(every)], axis=1)
+        lexicon = np.split(lexicon, cuts)
         for k, (note, toks, words) in enumerate(zip(notes, toks_of, words_of, strict=True)):
             if not toks:
                 continue
@@ -207,7 +212,6 @@ class Encoder:
                         len(note.text),
                     ),
                     lexicon[k],
-                    *([self.subwords.features(words)] if self.subwords else []),
                 ],
                 axis=1,
             )

@@ -78,6 +78,9 @@ class Options:
     # training hides a token's vector (so the network keeps learning from the rest too)
     subwords: bool = False
     subword_dropout: float = 0.0
+    # the subword vector enters the LSTM through a learnt projection to this many values
+    # (the LSTM's cost grows with its input's width)
+    subword_proj: int = 16
 
     def __post_init__(self) -> None:
         if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
@@ -101,6 +104,9 @@ class TaggerNet(nn.Module):
         self.chars = nn.Embedding(97, opts.char_dim, padding_idx=0)
         self.conv = nn.Conv1d(opts.char_dim, opts.char_filters, 3, padding=1)
         width = opts.word_dim + opts.char_filters + n_features
+        if subword_width:
+            self.subword_proj = nn.Linear(subword_width, opts.subword_proj)
+            width += opts.subword_proj - subword_width
         self.lstm = nn.LSTM(width, opts.hidden, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(opts.dropout)
         self.out = nn.Linear(2 * opts.hidden, len(TAGS))
@@ -115,10 +121,11 @@ class TaggerNet(nn.Module):
         """``chars`` is (spellings, index): each distinct spelling of the batch once (the
         char-CNN runs on those), and which spelling each token has."""
         spellings, index = chars
-        if self.training and self.subword_dropout and self.subword_width:
-            hide = torch.rand(feats.shape[:2]) < self.subword_dropout
-            feats = feats.clone()
-            feats[..., -self.subword_width :][hide] = 0.0
+        if self.subword_width:
+            feats, sub = feats[..., : -self.subword_width], feats[..., -self.subword_width :]
+            if self.training and self.subword_dropout:
+                sub = sub * (torch.rand(sub.shape[:2]) >= self.subword_dropout).unsqueeze(-1)
+            feats = torch.cat([feats, self.subword_proj(sub)], dim=2)
         ch = self.chars(spellings).transpose(1, 2)
         ch = torch.relu(self.conv(ch)).max(dim=2).values[index]
         x = self.drop(torch.cat([self.words(words), ch, feats], dim=2))
