@@ -142,3 +142,13 @@ def test_subword_dropout_hides_whole_vectors_in_training_only(subword_tagger):
     hidden = (trained == 0).all(dim=-1)
     assert ((trained == 1).all(dim=-1) | hidden).all() and 0 < hidden.sum() < 14
     assert (evaluated == 1).all()
+
+
+def test_a_tagger_file_from_before_the_option_loads_without_subwords():
+    from veil.deid.deidentify import DEFAULT_MODEL
+    from veil.deid.tagger import Options, Tagger
+
+    assert Options().subwords
+    shipped = Tagger.load(DEFAULT_MODEL)
+    assert not shipped.opts.subwords and shipped.encoder.subwords is None
+    assert shipped.spans("Seen by Dr. Foley on 8/23.")

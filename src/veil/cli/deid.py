@@ -269,7 +269,7 @@ def train(
         None,
         "--subwords/--no-subwords",
         help="Pretrained subword vectors (MiniLM's WordPiece embeddings, shipped with veil) "
-        "as token features; default: off.",
+        "as token features; default: on.",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:

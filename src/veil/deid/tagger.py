@@ -76,7 +76,7 @@ class Options:
     miss_cost: float = MISS_COST
     # pretrained subword vectors as token features (veil.deid.subwords), and the chance that
     # training hides a token's vector (so the network keeps learning from the rest too)
-    subwords: bool = False
+    subwords: bool = True
     subword_dropout: float = 0.0
     # the subword vector enters the LSTM through a learnt projection to this many values
     # (the LSTM's cost grows with its input's width)
@@ -392,7 +392,8 @@ class Tagger:
                 f"{path} is a veil model file but not a PHI tagger ({spec.get('name')})"
             )
         try:
-            opts = Options(**{"miss_cost": 0.0, **spec["options"]})  # files from before it
+            # files from before an option was trained without it
+            opts = Options(**{"miss_cost": 0.0, "subwords": False, **spec["options"]})
             extra = header["extra"]
             vocab, o_bias = list(extra["vocab"]), float(extra["o_bias"])
             state = load(Path(path).read_bytes())
