@@ -195,11 +195,11 @@ class Encoder:
         words_of = [[n.text[s:e] for s, e in toks] for n, toks in zip(notes, toks_of, strict=True)]
         every = [w for words in words_of for w in words]
         cuts = np.cumsum([len(w) for w in words_of])
-        # the word-list features of all notes at once (one lookup, then split per note)
-        lexicon = self.lexicon.features(every)
+        # the features looked up by word, for all notes at once, then split per note
+        by_word = self.lexicon.features(every)
         if self.subwords:
-            lexicon = np.concatenate([lexicon, self.subwords.features(every)], axis=1)
-        lexicon = np.split(lexicon, cuts)
+            by_word = np.concatenate([by_word, self.subwords.features(every)], axis=1)
+        by_word = np.split(by_word, cuts)
         for k, (note, toks, words) in enumerate(zip(notes, toks_of, words_of, strict=True)):
             if not toks:
                 continue
@@ -211,7 +211,7 @@ class Encoder:
                         rule_spans[k] if rule_spans else rules.spans(note.text),
                         len(note.text),
                     ),
-                    lexicon[k],
+                    by_word[k],
                 ],
                 axis=1,
             )

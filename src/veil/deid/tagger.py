@@ -80,7 +80,7 @@ class Options:
     subword_dropout: float = 0.0
     # the subword vector enters the LSTM through a learnt projection to this many values
     # (the LSTM's cost grows with its input's width)
-    subword_proj: int = 16
+    subword_dim: int = 16
 
     def __post_init__(self) -> None:
         if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
@@ -95,7 +95,12 @@ class TaggerNet(nn.Module):
     """Emission scores per token from words, characters and features; a CRF on top."""
 
     def __init__(
-        self, n_words: int, n_features: int, opts: Options, lexicon: Lexicon, subword_width=0
+        self,
+        n_words: int,
+        n_features: int,
+        opts: Options,
+        lexicon: Lexicon,
+        subword_width: int = 0,
     ):
         super().__init__()
         # the last ``subword_width`` features are a token's subword vector
@@ -105,8 +110,8 @@ class TaggerNet(nn.Module):
         self.conv = nn.Conv1d(opts.char_dim, opts.char_filters, 3, padding=1)
         width = opts.word_dim + opts.char_filters + n_features
         if subword_width:
-            self.subword_proj = nn.Linear(subword_width, opts.subword_proj)
-            width += opts.subword_proj - subword_width
+            self.subword_proj = nn.Linear(subword_width, opts.subword_dim)
+            width += opts.subword_dim - subword_width
         self.lstm = nn.LSTM(width, opts.hidden, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(opts.dropout)
         self.out = nn.Linear(2 * opts.hidden, len(TAGS))
