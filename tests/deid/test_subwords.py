@@ -144,11 +144,25 @@ def test_subword_dropout_hides_whole_vectors_in_training_only(subword_tagger):
     assert (evaluated == 1).all()
 
 
-def test_a_tagger_file_from_before_the_option_loads_without_subwords():
-    from veil.deid.deidentify import DEFAULT_MODEL
+def test_a_tagger_file_from_before_the_option_loads_without_subwords(tmp_path, monkeypatch):
+    import dataclasses
+
+    from veil.deid import tagger as tagger_module
+    from veil.deid.lexicon import Lexicon
     from veil.deid.tagger import Options, Tagger
 
     assert Options().subwords
-    shipped = Tagger.load(DEFAULT_MODEL)
-    assert not shipped.opts.subwords and shipped.encoder.subwords is None
-    assert shipped.spans("Seen by Dr. Foley on 8/23.")
+    opts = Options(word_dim=8, char_dim=8, char_filters=8, hidden=8, epochs=1, subwords=False)
+    plain = Tagger.train(synthetic_notes(10), Lexicon.empty(), opts)
+    new = ("subwords", "subword_dropout", "subword_dim")
+    monkeypatch.setattr(
+        tagger_module,
+        "asdict",
+        lambda o: {k: v for k, v in dataclasses.asdict(o).items() if k not in new},
+    )
+    path = plain.save(tmp_path / "old.veil")
+    monkeypatch.undo()
+    old = Tagger.load(path)
+    assert not old.opts.subwords and old.encoder.subwords is None
+    notes = synthetic_notes(5, seed=2)
+    assert old.predict(notes) == plain.predict(notes)
