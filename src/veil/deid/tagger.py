@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from veil.core.errors import ConfigError, ModelFileError
-from veil.deid import rules
+from veil.deid import rules, subwords
 from veil.deid.corpus import Note, Span
 from veil.deid.crf import CRF
 from veil.deid.encode import MAX_CHARS, TAGS, Encoded, Encoder, build_vocab, spans_from_tags
@@ -152,8 +152,6 @@ def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet:
 def make_encoder(vocab: list[str], lexicon: Lexicon, opts: Options) -> Encoder:
     """The encoder a tagger with ``opts`` reads notes through (with the subword table if the
     options ask for it)."""
-    from veil.deid import subwords
-
     return Encoder(vocab, lexicon, opts.max_len, subwords.load() if opts.subwords else None)
 
 
