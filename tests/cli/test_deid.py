@@ -133,3 +133,11 @@ def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
     assert tagger.info["calibration"]["min_precision"] == 0.5
     assert report["o_bias"] == tagger.o_bias and report["dev_token_precision"] >= 0.5
     assert main([*args, "--min-precision", "1.5", "-o", str(out), "--force"]) == 2
+    capsys.readouterr()
+    sure = ["--min-precision", "0.5", "--confidence", "0.9", "-o", str(out), "--force"]
+    assert main([*args, *sure]) == 0
+    calibration = Tagger.load(out).info["calibration"]
+    assert calibration["confidence"] == 0.9
+    assert calibration["precision_bound"] <= calibration["precision"]
+    assert main([*args, "--confidence", "0.9", "-o", str(out), "--force"]) == 2
+    assert "give both" in capsys.readouterr().err

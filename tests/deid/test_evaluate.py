@@ -1,7 +1,7 @@
 import pytest
 
 from veil.deid.corpus import Note, Span
-from veil.deid.evaluate import bootstrap, evaluate, token_counts
+from veil.deid.evaluate import bootstrap, evaluate, precision_bound, token_counts
 
 NOTE = Note(
     "1",
@@ -40,3 +40,15 @@ def test_bootstrap_interval_contains_the_point_estimate():
     tp, fp, fn = counts.sum(0)
     assert ci["recall"][0] <= tp / (tp + fn) <= ci["recall"][1]
     assert ci["precision"][0] < ci["precision"][1]
+
+
+def test_precision_bound_falls_with_confidence_and_is_exact_when_notes_agree():
+    import numpy as np
+
+    counts = np.array([[9, 1, 0], [5, 5, 1], [8, 0, 2], [3, 3, 0], [10, 1, 1]])
+    tp, fp, _ = counts.sum(0)
+    bounds = [precision_bound(counts, c) for c in (0.5, 0.8, 0.95)]
+    assert bounds[0] >= bounds[1] >= bounds[2] and bounds[1] < tp / (tp + fp)
+    assert precision_bound(np.array([[3, 1, 0]] * 6), 0.95) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="confidence"):
+        precision_bound(counts, 1.0)

@@ -33,12 +33,16 @@ from veil.deid.corpus import Span
         ("drawn from A-line on the 11th. One set", [("11th", "DATE")]),
         ("stridor, dr green aware.", [("green", "NAME-DOCTOR")]),
         ("signed by Dr. Art White.", [("Art", "NAME-DOCTOR")]),
-        ("per DR. A. FORMAN-LYONS,", [("FORMAN-LYONS", "NAME-DOCTOR")]),
+        ("per DR. A. FORMAN-LYONS,", [("A. FORMAN-LYONS", "NAME-DOCTOR")]),
         ("see labs.\nIlene Macdonald RN\n", [("Ilene Macdonald", "NAME-DOCTOR")]),
         ("well.\n q. lander rrt\n", [("lander", "NAME-DOCTOR")]),
         ("us mr nicholson had", [("nicholson", "NAME-PATIENT")]),
         ("Mrs. Haas stated", [("Haas", "NAME-PATIENT")]),
         ("called Ms Waite at home", [("Waite", "NAME-PATIENT")]),
+        ("ILEUS REMAINS AS PER B. KARGAS. NGT", [("B. KARGAS", "NAME-DOCTOR")]),
+        ("FFP. E. WELSH AWARE. ABG", [("E. WELSH", "NAME-DOCTOR")]),
+        ("Reported to D. Phyl.  RESP", [("D. Phyl", "NAME-DOCTOR")]),
+        ("Seen by J. Yi, MD. Pain", [("J. Yi", "NAME-DOCTOR")]),
     ],
 )
 def test_rules_find_phi_formats(text, found):
@@ -75,6 +79,12 @@ def test_rules_find_phi_formats(text, found):
         "given the 2nd dose of lasix",
         "said 'yes' and '12' to",
         "updated by rn and md",
+        # an initial's period after a mark, a SOAP heading: no clinician named
+        "BP TO LOW 80'S. PACER INCREASED",
+        "No N/V. Abdomen soft.",
+        "NO N/V. NPO AFTER MIDNOC",
+        "PER V.O. DR. AWARE",
+        "CDI.\n A. STABLE\n P. CONTINUE",
     ],
 )
 def test_rules_leave_clinical_numbers_alone(text):
@@ -127,6 +137,15 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ("SUPPORT FROM 18-16, & PEEP", "18-16", "DATE", []),
         ("BUN/CRE 94/3.4. Quinton", "94/3", "DATE", []),
         ("EW 8/25 @ 1230 W", "1230", "DATE", []),
+        # ... and a time written after a date, a shift, noon
+        ("EW 8/25 @ 1230 W", "8/25 @ 1230", "DATE", ["8/25"]),
+        ("seen 7/22 1845 by", "7/22 1845", "DATE", ["7/22"]),
+        ("since 7/22 2015 at", "7/22 2015", "DATE", ["7/22 2015"]),
+        ("to cath lab at 12n, had", "12n", "DATE", []),
+        ("NOTE 1900-0700  NEURO", "1900-0700", "PHONE", []),
+        ("Note 0700->1930  S/O", "0700->1930", "PHONE", []),
+        ("HCT FALLING TO 22 TREATED", "22", "DATE", []),
+        ("BLD SUG IN MICU WAS 95.", "95", "DATE", []),
         ("last seen 12/93 and in 1995", "12/93", "DATE", ["12/93"]),
         ("last seen 12/93 and in 1995", "1995", "DATE", ["1995"]),
         ("on 3-5 wbcs", "3-5", "DATE", ["3-5"]),

@@ -57,6 +57,29 @@ def test_calibrate_to_a_precision_floor_takes_the_most_recall_above_it(tiny_tagg
     tiny_tagger.o_bias = bias
 
 
+def test_calibrate_with_confidence_holds_the_floor_on_resampled_notes(tiny_tagger):
+    from veil.deid.evaluate import precision_bound
+    from veil.deid.tagger import BIASES
+
+    dev, bias = synthetic_notes(30, seed=4), tiny_tagger.o_bias
+    counts = dict(tiny_tagger.sweep_counts(dev, BIASES))
+    points = list(tiny_tagger.sweep(dev, BIASES))
+    floor = sorted(q["precision"] for q in points)[len(points) // 2]
+    plain = tiny_tagger.calibrate(dev, min_precision=floor)
+    sure = tiny_tagger.calibrate(dev, min_precision=floor, confidence=0.9)
+    # the bound is below the point estimate, so the bias chosen with it is never larger
+    assert sure["precision_bound"] <= sure["precision"] and sure["o_bias"] <= plain["o_bias"]
+    assert sure["precision_bound"] == precision_bound(counts[sure["o_bias"]], 0.9)
+    held = [b for b, c in counts.items() if precision_bound(c, 0.9) >= floor]
+    if held:  # the most recall among the biases whose bound holds the floor
+        assert sure["precision_bound"] >= floor
+        assert sure["recall"] == max(q["recall"] for q in points if q["o_bias"] in held)
+    assert tiny_tagger.info["calibration"]["confidence"] == 0.9
+    with pytest.raises(ValueError, match="min_precision"):
+        tiny_tagger.calibrate(dev, confidence=0.9)
+    tiny_tagger.o_bias = bias
+
+
 def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
     from veil.deid.tagger import Tagger
 

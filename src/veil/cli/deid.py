@@ -258,6 +258,13 @@ def train(
         help="Instead of --target-recall: the bias with the highest dev recall whose dev "
         "precision is at least this.",
     ),
+    confidence: float = typer.Option(
+        None,
+        min=0.5,
+        max=0.999,
+        help="With --min-precision: the floor must hold with this confidence when the dev "
+        "notes are resampled (a bootstrap lower bound; e.g. 0.9), not just on the dev notes.",
+    ),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
     miss_cost: float = typer.Option(
         None,
@@ -281,6 +288,8 @@ def train(
 
     if algo != "dssgd":
         raise DeidError(f"unknown algorithm {algo!r}; sites train together with dssgd")
+    if confidence is not None and min_precision is None:
+        raise DeidError("--confidence is the confidence of --min-precision: give both")
     refuse_overwrite(out, force)
     chosen = {"miss_cost": miss_cost, "subwords": subwords}  # None: the default
     tagger, report = train_tagger(
@@ -289,6 +298,7 @@ def train(
         dev_fraction=dev_fraction,
         target_recall=target_recall,
         min_precision=min_precision,
+        confidence=confidence,
         seed=seed,
         sites=sites,
         theta_down=theta_down,

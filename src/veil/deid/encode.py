@@ -21,7 +21,11 @@ from veil.deid.lexicon import Lexicon
 from veil.deid.subwords import Subwords
 
 TAGS = ("O", *(f"{p}-{label}" for label in LABELS for p in "BI"))
-RULE_LABELS = tuple(rules.PATTERNS)
+# The rules' labels the network reads as features, one column each. Fixed, so that tagger
+# files keep loading when a rule with a new label is added (its spans join the output only).
+RULE_LABELS = (
+    "DATE", "PHONE", "ID", "AGE>89", "EMAIL", "URL", "LOCATION", "NAME-DOCTOR", "NAME-PATIENT",
+)  # fmt: skip
 PAD, UNK = 0, 1
 MAX_CHARS = 16
 SHAPES = (

@@ -33,9 +33,13 @@ def token_counts(notes: list[Note], predicted: list[list[Span]]) -> np.ndarray:
     return out
 
 
+def scores(counts: np.ndarray) -> dict:
+    """Precision, recall, F1 of per-note counts (:func:`token_counts`) summed."""
+    return _prf(*counts.sum(0))
+
+
 def token_scores(notes: list[Note], predicted: list[list[Span]]) -> dict:
-    tp, fp, fn = token_counts(notes, predicted).sum(0)
-    return _prf(tp, fp, fn)
+    return scores(token_counts(notes, predicted))
 
 
 def entity_counts(notes, predicted, strict: bool) -> np.ndarray:
@@ -69,14 +73,27 @@ def category_recall(notes: list[Note], predicted: list[list[Span]]) -> dict:
     return {k: hit[k] / total[k] for k in LABELS if total[k]}
 
 
-def bootstrap(counts: np.ndarray, draws: int = 1000, seed: int = 0) -> dict:
-    """95% intervals of precision, recall, F1 resampling notes (rows of ``counts``)."""
+def _resampled(counts: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """Precision, recall, F1 (columns) of ``draws`` resamples of the notes (rows of ``counts``)."""
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(counts), size=(draws, len(counts)))
-    sums = counts[rows].sum(1)
-    stats = np.array([list(_prf(*s).values()) for s in sums])
-    lo, hi = np.percentile(stats, [2.5, 97.5], axis=0)
+    return np.array([list(_prf(*s).values()) for s in counts[rows].sum(1)])
+
+
+def bootstrap(counts: np.ndarray, draws: int = 1000, seed: int = 0) -> dict:
+    """95% intervals of precision, recall, F1 resampling notes (rows of ``counts``)."""
+    lo, hi = np.percentile(_resampled(counts, draws, seed), [2.5, 97.5], axis=0)
     return {k: [float(lo[j]), float(hi[j])] for j, k in enumerate(("precision", "recall", "f1"))}
+
+
+def precision_bound(
+    counts: np.ndarray, confidence: float, draws: int = 1000, seed: int = 0
+) -> float:
+    """A lower bound on token precision held with ``confidence`` (one-sided, bootstrap over
+    the notes, the rows of ``counts``): the (1 - confidence) quantile of resampled precision."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    return float(np.quantile(_resampled(counts, draws, seed)[:, 0], 1 - confidence))
 
 
 def evaluate(notes: list[Note], predicted: list[list[Span]], draws: int = 1000) -> dict:

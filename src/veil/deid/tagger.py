@@ -321,7 +321,14 @@ class Tagger:
 
     def sweep(self, notes: list[Note], biases) -> Iterator[dict]:
         """Token scores on notes with gold spans at each bias in turn (the network runs once)."""
-        from veil.deid.evaluate import token_scores
+        from veil.deid.evaluate import scores
+
+        for bias, counts in self.sweep_counts(notes, biases):
+            yield {"o_bias": bias, **scores(counts)}
+
+    def sweep_counts(self, notes: list[Note], biases) -> Iterator[tuple[float, np.ndarray]]:
+        """Each bias with its token counts per note (:func:`veil.deid.evaluate.token_counts`)."""
+        from veil.deid.evaluate import token_counts
 
         by_rules = [rules.spans(n.text) for n in notes]
         scored = self.emissions(notes, by_rules)
@@ -330,7 +337,7 @@ class Tagger:
             found = [
                 self.finish(n.text, f, r) for n, f, r in zip(notes, found, by_rules, strict=True)
             ]
-            yield {"o_bias": float(bias), **token_scores(notes, found)}
+            yield float(bias), token_counts(notes, found)
 
     def calibrate(
         self,
@@ -338,17 +345,25 @@ class Tagger:
         target_recall: float = 0.97,
         grid: tuple[float, ...] = BIASES,
         min_precision: float | None = None,
+        confidence: float | None = None,
     ) -> dict:
         """Set ``o_bias`` from notes with gold spans; return the chosen point's scores.
 
         By default the smallest bias whose dev token recall reaches ``target_recall`` (if none
         does, the bias with the highest recall). With ``min_precision``, instead the bias with
         the highest dev recall among those whose dev precision is at least ``min_precision``
-        (ties: the higher precision; if none, the bias with the highest precision). The grid
-        goes below 0 because a tagger trained with a miss cost may pass the target there.
+        (ties: the higher precision; if none, the bias with the highest precision). With
+        ``confidence`` too (say 0.9), the precision that must reach ``min_precision`` is not
+        the dev notes' own but a lower bound held with that confidence when the notes are
+        resampled (:func:`~veil.deid.evaluate.precision_bound`): a dev split is a few
+        hundred PHI tokens, its precision moves by 0.02-0.05 from one set of patients to the
+        next, and the highest-recall bias is the one that leans on it most. The grid goes
+        below 0 because a tagger trained with a miss cost may pass the target there.
         """
         grid = sorted(grid)
         if min_precision is None:
+            if confidence is not None:
+                raise ValueError("confidence bounds the precision: give min_precision too")
             best, goal = None, {"target_recall": target_recall}
             for point in self.sweep(dev, grid):
                 if point["recall"] >= target_recall:
@@ -357,16 +372,30 @@ class Tagger:
                 if best is None or point["recall"] > best["recall"]:
                     best = point
         else:
-            points, goal = list(self.sweep(dev, grid)), {"min_precision": min_precision}
-            ok = [q for q in points if q["precision"] >= min_precision]
+            goal, held = {"min_precision": min_precision}, "precision"
+            if confidence is None:
+                points = list(self.sweep(dev, grid))
+            else:
+                points = self._bounded(dev, grid, confidence)
+                goal["confidence"], held = confidence, "precision_bound"
+            ok = [q for q in points if q[held] >= min_precision]
             best = (
                 max(ok, key=lambda q: (q["recall"], q["precision"]))
                 if ok
-                else max(points, key=lambda q: q["precision"])
+                else max(points, key=lambda q: q[held])
             )
         self.o_bias = best["o_bias"]
         self.info["calibration"] = {**goal, **best}
         return best
+
+    def _bounded(self, dev: list[Note], grid, confidence: float) -> list[dict]:
+        """Scores at each bias with the precision bound held with ``confidence``."""
+        from veil.deid.evaluate import precision_bound, scores
+
+        return [
+            {"o_bias": bias, **scores(c), "precision_bound": precision_bound(c, confidence)}
+            for bias, c in self.sweep_counts(dev, grid)
+        ]
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str | Path, force: bool = False) -> Path:

@@ -33,6 +33,7 @@ def train_tagger(
     dev_fraction: float = 0.15,
     target_recall: float = 0.94,
     min_precision: float | None = None,
+    confidence: float | None = None,
     seed: int = 0,
     sites: int = 1,
     theta_down: float = 0.5,
@@ -45,7 +46,8 @@ def train_tagger(
     tagger with DSSGD (:func:`veil.deid.collab.train_dssgd`, ``epochs`` rounds, θd
     ``theta_down``, Festag & Spreckelsen's other settings). The recall bias is the smallest
     reaching ``target_recall`` on dev or, with ``min_precision``, the one with the highest dev
-    recall at that dev precision or more (:meth:`~veil.deid.tagger.Tagger.calibrate`).
+    recall at that dev precision or more, held with ``confidence`` when it is given
+    (:meth:`~veil.deid.tagger.Tagger.calibrate`).
     """
     from dataclasses import replace
 
@@ -72,7 +74,8 @@ def train_tagger(
                                    "uploaded_fraction": run.uploaded_fraction})  # fmt: skip
     else:
         tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
-    point = tagger.calibrate(dev, target_recall, min_precision=min_precision)
+    point = tagger.calibrate(dev, target_recall, min_precision=min_precision,
+                             confidence=confidence)  # fmt: skip
     tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
     report = {
         "o_bias": point["o_bias"],
