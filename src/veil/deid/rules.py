@@ -89,7 +89,8 @@ PATTERNS: dict[str, list[re.Pattern]] = {
         # 410-555-1234, (410) 555-1234, 410.555.1234, 201/324/1423
         re.compile(r"(?=[(\d])\(?\b\d{3}\)?[\s.\-/]?\d{3}[\s.\-/]\d{4}\b"),
         re.compile(
-            r"\b(?:phone|tel|telephone|pager|page|pgr|pg|beeper|beep|call|cell|fax|ext|x)\.?"
+            r"(?=[ptbcfexPTBCFEX])\b(?:phone|tel|telephone|pager|page|pgr|pg|beeper|beep|call"
+            r"|cell|fax|ext|x)\.?"
             r"(?:\s*(?:number|num|no\.?|[:#]))*\s*#?\s*"  # "Pager: #54321", "beeper number 55037"
             r"(\d{3}[\-.]\d{4}|\d{4,5})\b",
             re.I,
@@ -97,7 +98,8 @@ PATTERNS: dict[str, list[re.Pattern]] = {
     ],
     "ID": [
         re.compile(
-            r"\b(?:mrn|mr#|medical record(?: number)?|acct|account|ssn|unit no|id)\s*[:#]?\s*"
+            r"(?=[maisuMAISU])\b(?:mrn|mr#|medical record(?: number)?|acct|account|ssn|unit no|id)"
+            r"\s*[:#]?\s*"
             r"(\d[\d\-]{4,})\b",
             re.I,
         ),
@@ -110,7 +112,7 @@ PATTERNS: dict[str, list[re.Pattern]] = {
         ),
     ],
     "EMAIL": [re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")],
-    "URL": [re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:)]", re.I)],
+    "URL": [re.compile(r"(?=[hwHW])\b(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:)]", re.I)],
     # hospitals named for a saint: "St. Agnes", "St A." (never "ST" as in ST elevation)
     "LOCATION": [re.compile(r"\b(?:St|Saint)\.?\s+[A-Z][a-z']*\b")],
     # "Dr. Foley", "dr green"; a signature line "Ilene Macdonald RN", "q. lander rrt"
@@ -170,6 +172,8 @@ def _settings_like(text: str, start: int, end: int) -> bool:
 def find(text: str) -> Iterator[Span]:
     """Every rule match in ``text`` as a span (the captured group when a rule has one)."""
     for label, patterns in PATTERNS.items():
+        if label == "EMAIL" and "@" not in text:  # its regex would try every word
+            continue
         for pattern in patterns:
             for m in pattern.finditer(text):
                 start, end = m.span(1) if m.re.groups else m.span()
