@@ -141,3 +141,9 @@ def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
     assert calibration["precision_bound"] <= calibration["precision"]
     assert main([*args, "--confidence", "0.9", "-o", str(out), "--force"]) == 2
     assert "give both" in capsys.readouterr().err
+    # the mean of the last epochs' weights instead of the best dev epoch
+    two = ["--epochs", "2", "-o", str(out), "--force"]
+    assert main([*args[:-2], *two, "--average-last", "2"]) == 0
+    assert Tagger.load(out).opts.average_last == 2
+    assert main([*args[:-2], *two, "--average-last", "3"]) == 2
+    assert "average_last" in capsys.readouterr().err

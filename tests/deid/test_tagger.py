@@ -186,3 +186,24 @@ def test_training_without_dev_keeps_the_last_epoch():
     one, three = trained(1), trained(3)
     assert three.info["epochs"] == 3
     assert not torch.equal(one.net.out.weight, three.net.out.weight)
+
+
+def test_average_last_keeps_the_mean_weights_of_the_last_epochs():
+    from veil.core.errors import ConfigError
+    from veil.deid.tagger import Options, Tagger
+
+    notes, lexicon = synthetic_notes(12), Lexicon.empty()
+
+    def trained(epochs, average_last=0):
+        opts = Options(epochs=epochs, hidden=16, seed=3, average_last=average_last)
+        return Tagger.train(notes, lexicon, opts, dev=notes[:4]).net.state_dict()
+
+    two, three = trained(2, average_last=1), trained(3, average_last=1)
+    mean = trained(3, average_last=2)
+    for k, v in mean.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (two[k] + three[k]) / 2, atol=1e-6), k
+        else:
+            assert torch.equal(v, three[k]), k
+    with pytest.raises(ConfigError, match="average_last"):
+        Options(epochs=3, average_last=4)

@@ -278,6 +278,12 @@ def train(
         help="Pretrained subword vectors (MiniLM's WordPiece embeddings, shipped with veil) "
         "as token features; default: on.",
     ),
+    average_last: int = typer.Option(
+        None,
+        min=0,
+        help="Keep the mean weights of the last this many epochs instead of the epoch with "
+        "the best dev F1 (the dev patients then only set the bias); default 0: the best epoch.",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:
     """Train a PHI tagger on notes with gold spans, split by patient."""
@@ -291,7 +297,7 @@ def train(
     if confidence is not None and min_precision is None:
         raise DeidError("--confidence is the confidence of --min-precision: give both")
     refuse_overwrite(out, force)
-    chosen = {"miss_cost": miss_cost, "subwords": subwords}  # None: the default
+    chosen = {"miss_cost": miss_cost, "subwords": subwords, "average_last": average_last}
     tagger, report = train_tagger(
         notes,
         epochs=epochs,
@@ -303,7 +309,7 @@ def train(
         sites=sites,
         theta_down=theta_down,
         echo=typer.echo,
-        opts=Options(**{k: v for k, v in chosen.items() if v is not None}),
+        opts=Options(epochs=epochs, **{k: v for k, v in chosen.items() if v is not None}),
     )
     tagger.save(out, force=force)
     typer.echo(json.dumps(report))

@@ -81,6 +81,9 @@ class Options:
     # the subword vector enters the LSTM through a learnt projection to this many values
     # (the LSTM's cost grows with its input's width)
     subword_dim: int = 16
+    # keep the mean of the weights of the last this many epochs (0: the epoch with the best
+    # dev F1, or the last one without dev notes)
+    average_last: int = 0
 
     def __post_init__(self) -> None:
         if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
@@ -89,6 +92,11 @@ class Options:
             )
         if not 0 <= self.subword_dropout < 1:
             raise ConfigError(f"subword_dropout must be in [0, 1), got {self.subword_dropout}")
+        if not 0 <= self.average_last <= self.epochs:
+            raise ConfigError(
+                f"average_last must be between 0 and epochs ({self.epochs}), "
+                f"got {self.average_last}"
+            )
 
 
 class TaggerNet(nn.Module):
@@ -179,6 +187,17 @@ def _batch(chunks: list[Encoded], word_dropout: float = 0.0, rng=None):
     return as_t(words), chars, as_t(feats), as_t(tags), lengths, mask
 
 
+def _running_mean(mean: dict | None, state: dict, n: int) -> dict:
+    """The mean of ``n`` earlier state dicts (``mean``) and ``state``; tensors that are not
+    weights (the lexicon's hashes) are kept as they are."""
+    if mean is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    return {
+        k: mean[k] + (v - mean[k]) / (n + 1) if v.is_floating_point() else v
+        for k, v in state.items()
+    }
+
+
 class Tagger:
     """A trained PHI tagger (network, vocabulary, options and recall bias)."""
 
@@ -215,19 +234,24 @@ class Tagger:
 
     def fit(self, chunks: list[Encoded], dev: list[Note] | None = None, progress=None) -> None:
         """Train the network for ``opts.epochs`` epochs on encoded chunks, keeping the epoch
-        with the best token F1 on ``dev`` (without ``dev``, the last epoch)."""
+        with the best token F1 on ``dev`` (without ``dev``, the last epoch) or, with
+        ``opts.average_last``, the mean weights of that many last epochs (then the dev notes
+        choose nothing and stay unbiased for calibration)."""
         opts, net = self.opts, self.net
         rng = np.random.default_rng(opts.seed)
         optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
         best, best_state, started = -1.0, None, time.perf_counter()
+        mean, averaged = None, 0
         for epoch in range(opts.epochs):
             loss = self.epoch(chunks, optim, rng)
+            if opts.epochs - epoch <= opts.average_last:
+                mean, averaged = _running_mean(mean, net.state_dict(), averaged), averaged + 1
             score = self.token_f1(dev) if dev else epoch  # no dev: keep the last epoch
             if score > best:
                 best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
             if progress:
                 progress(epoch + 1, loss, score if dev else None)
-        net.load_state_dict(best_state)
+        net.load_state_dict(mean if mean is not None else best_state)
         self.info.update(epochs=opts.epochs, train_s=round(time.perf_counter() - started, 1))
 
     def epoch(self, chunks: list[Encoded], optim, rng) -> float:
