@@ -43,6 +43,7 @@ from veil.deid.corpus import Span
         ("FFP. E. WELSH AWARE. ABG", [("E. WELSH", "NAME-DOCTOR")]),
         ("Reported to D. Phyl.  RESP", [("D. Phyl", "NAME-DOCTOR")]),
         ("Seen by J. Yi, MD. Pain", [("J. Yi", "NAME-DOCTOR")]),
+        ("FOR A DIFFERENT PATIENT Q. LANDER RRT\n", [("LANDER", "NAME-DOCTOR")]),
     ],
 )
 def test_rules_find_phi_formats(text, found):

@@ -123,6 +123,12 @@ PATTERNS: dict[str, list[re.Pattern]] = {
             rf",?[ \t]+{_CREDENTIAL}[ \t]*$"
         ),
         _INITIAL_NAME,
+        # ... and a signature that does not start its line ("... PATIENT Q. LANDER RRT"):
+        # 12 of 12 matches in the train and dev notes are gold names
+        re.compile(
+            rf"(?m)(?=[A-Za-z]\.)(?<![\w./'])[A-Za-z]\.[ \t]*([A-Za-z][A-Za-z\-]+),?[ \t]+"
+            rf"{_CREDENTIAL}[ \t]*$"
+        ),
     ],
     # a capitalised name after a kin word ("Son, Ed,", "daughter Thelma in", "wife (Irene
     # Sherwood"): 21 of 21 such matches are gold relatives in the train and dev notes
