@@ -242,12 +242,14 @@ class Tagger:
         optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
         best, best_state, started = -1.0, None, time.perf_counter()
         mean, averaged = None, 0
+        # dev F1 picks the epoch, or only shows progress when the weights are averaged
+        scored = bool(dev) and (progress is not None or not opts.average_last)
         for epoch in range(opts.epochs):
             loss = self.epoch(chunks, optim, rng)
             if opts.epochs - epoch <= opts.average_last:
                 mean, averaged = _running_mean(mean, net.state_dict(), averaged), averaged + 1
-            score = self.token_f1(dev) if dev else epoch  # no dev: keep the last epoch
-            if score > best:
+            score = self.token_f1(dev) if scored else epoch  # no dev: keep the last epoch
+            if score > best and not opts.average_last:  # averaging keeps no best epoch
                 best, best_state = score, {k: v.clone() for k, v in net.state_dict().items()}
             if progress:
                 progress(epoch + 1, loss, score if dev else None)
@@ -343,12 +345,17 @@ class Tagger:
         """PHI spans of one text."""
         return self.predict([Note("-", "-", text)])[0]
 
-    def sweep(self, notes: list[Note], biases) -> Iterator[dict]:
-        """Token scores on notes with gold spans at each bias in turn (the network runs once)."""
-        from veil.deid.evaluate import scores
+    def sweep(self, notes: list[Note], biases, confidence: float | None = None) -> Iterator[dict]:
+        """Token scores on notes with gold spans at each bias in turn (the network runs once);
+        with ``confidence``, also the precision bound held with it
+        (:func:`~veil.deid.evaluate.precision_bound`)."""
+        from veil.deid.evaluate import precision_bound, scores
 
         for bias, counts in self.sweep_counts(notes, biases):
-            yield {"o_bias": bias, **scores(counts)}
+            point = {"o_bias": bias, **scores(counts)}
+            if confidence is not None:
+                point["precision_bound"] = precision_bound(counts, confidence)
+            yield point
 
     def sweep_counts(self, notes: list[Note], biases) -> Iterator[tuple[float, np.ndarray]]:
         """Each bias with its token counts per note (:func:`veil.deid.evaluate.token_counts`)."""
@@ -396,11 +403,9 @@ class Tagger:
                 if best is None or point["recall"] > best["recall"]:
                     best = point
         else:
+            points = list(self.sweep(dev, grid, confidence))
             goal, held = {"min_precision": min_precision}, "precision"
-            if confidence is None:
-                points = list(self.sweep(dev, grid))
-            else:
-                points = self._bounded(dev, grid, confidence)
+            if confidence is not None:
                 goal["confidence"], held = confidence, "precision_bound"
             ok = [q for q in points if q[held] >= min_precision]
             best = (
@@ -411,15 +416,6 @@ class Tagger:
         self.o_bias = best["o_bias"]
         self.info["calibration"] = {**goal, **best}
         return best
-
-    def _bounded(self, dev: list[Note], grid, confidence: float) -> list[dict]:
-        """Scores at each bias with the precision bound held with ``confidence``."""
-        from veil.deid.evaluate import precision_bound, scores
-
-        return [
-            {"o_bias": bias, **scores(c), "precision_bound": precision_bound(c, confidence)}
-            for bias, c in self.sweep_counts(dev, grid)
-        ]
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str | Path, force: bool = False) -> Path:
