@@ -147,3 +147,9 @@ def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
     assert Tagger.load(out).opts.average_last == 2
     assert main([*args[:-2], *two, "--average-last", "3"]) == 2
     assert "average_last" in capsys.readouterr().err
+    # the bias set on the training patients too, scored by taggers trained without them
+    assert main([*args, "--min-precision", "0.5", "--folds", "2", "-o", str(out), "--force"]) == 0
+    assert "fold 2/2" in capsys.readouterr().out
+    assert Tagger.load(out).info["calibration"]["pooled_notes"] > 0
+    assert main([*args, "--folds", "1", "-o", str(out), "--force"]) == 2
+    assert "at least 2" in capsys.readouterr().err

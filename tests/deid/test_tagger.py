@@ -80,6 +80,26 @@ def test_calibrate_with_confidence_holds_the_floor_on_resampled_notes(tiny_tagge
     tiny_tagger.o_bias = bias
 
 
+def test_calibrate_pools_held_out_counts_with_the_dev_notes(tiny_tagger):
+    import numpy as np
+
+    from veil.deid.evaluate import scores
+    from veil.deid.tagger import BIASES
+
+    dev, more, bias = synthetic_notes(30, seed=4), synthetic_notes(20, seed=6), tiny_tagger.o_bias
+    pooled = np.stack([c for _, c in tiny_tagger.sweep_counts(more, BIASES)])
+    point = tiny_tagger.calibrate(dev, min_precision=0.5, pooled=pooled)
+    assert tiny_tagger.info["calibration"]["pooled_notes"] == 20
+    # the same as calibrating on both sets of notes at once
+    assert point == tiny_tagger.calibrate([*dev, *more], min_precision=0.5)
+    counts = dict(tiny_tagger.sweep_counts(dev, BIASES))[point["o_bias"]]
+    i = BIASES.index(point["o_bias"])
+    assert point["recall"] == scores(np.concatenate([counts, pooled[i]]))["recall"]
+    with pytest.raises(ValueError, match="grid has"):
+        tiny_tagger.calibrate(dev, min_precision=0.5, pooled=pooled[:3])
+    tiny_tagger.o_bias = bias
+
+
 def test_save_and_load_give_the_same_spans(tiny_tagger, tmp_path):
     from veil.deid.tagger import Tagger
 

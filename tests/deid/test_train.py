@@ -1,5 +1,9 @@
-from veil.deid.tagger import Options
-from veil.deid.train import train_tagger
+import pytest
+
+from veil.core.errors import ConfigError
+from veil.deid.lexicon import Lexicon
+from veil.deid.tagger import BIASES, Options
+from veil.deid.train import held_out_counts, train_tagger
 
 from .conftest import synthetic_notes
 
@@ -19,3 +23,31 @@ def test_train_tagger_calibrates_on_held_out_patients():
     _, report = train_tagger(notes, epochs=1, target_recall=0.5, echo=lines.append,
                              opts=Options(hidden=16))  # fmt: skip
     assert report["dev_token_recall"] >= 0.5
+
+
+def test_held_out_counts_score_every_note_once_by_a_tagger_that_did_not_see_it():
+    notes = synthetic_notes(40)
+    lines = []
+    opts = Options(hidden=16, epochs=1)
+    counts = held_out_counts(notes, Lexicon.empty(), opts, 3, echo=lines.append)
+    assert counts.shape == (len(BIASES), len(notes), 3)
+    # every bias sees the same gold PHI tokens: true positives plus misses
+    phi = counts[:, :, 0].sum(1) + counts[:, :, 2].sum(1)
+    assert (phi == phi[0]).all() and phi[0] > 0
+    assert len(lines) == 3 and lines[-1].startswith("fold 3/3")
+    with pytest.raises(ConfigError, match="at least 2"):
+        held_out_counts(notes, Lexicon.empty(), opts, 1)
+    with pytest.raises(ConfigError, match="patients"):
+        held_out_counts(notes[:3], Lexicon.empty(), opts, 5)
+
+
+def test_train_tagger_with_folds_calibrates_on_the_training_patients_too():
+    notes = synthetic_notes(40)
+    lines = []
+    tagger, report = train_tagger(notes, epochs=1, min_precision=0.8, folds=2,
+                                  echo=lines.append, opts=Options(hidden=16))  # fmt: skip
+    calibration = tagger.info["calibration"]
+    assert calibration["pooled_notes"] == tagger.info["train_notes"]
+    assert any(line.startswith("fold 2/2") for line in lines)
+    with pytest.raises(ConfigError, match="sites"):
+        train_tagger(notes, folds=2, sites=2, opts=Options(hidden=16))

@@ -266,6 +266,13 @@ def train(
         "notes are resampled (a bootstrap lower bound; e.g. 0.9), not just on the dev notes.",
     ),
     seed: int = typer.Option(0, help="Seed of the split and the network."),
+    folds: int = typer.Option(
+        0,
+        min=0,
+        help="Also set the bias on the training patients, each scored by one of this many "
+        "more taggers trained without its fold (cross-fitting; e.g. 4: four more trainings "
+        "of 3/4 the size). 0: on the dev patients alone.",
+    ),
     miss_cost: float = typer.Option(
         None,
         min=0.0,
@@ -306,6 +313,7 @@ def train(
         min_precision=min_precision,
         confidence=confidence,
         seed=seed,
+        folds=folds,
         sites=sites,
         theta_down=theta_down,
         echo=typer.echo,

@@ -349,13 +349,8 @@ class Tagger:
         """Token scores on notes with gold spans at each bias in turn (the network runs once);
         with ``confidence``, also the precision bound held with it
         (:func:`~veil.deid.evaluate.precision_bound`)."""
-        from veil.deid.evaluate import precision_bound, scores
-
         for bias, counts in self.sweep_counts(notes, biases):
-            point = {"o_bias": bias, **scores(counts)}
-            if confidence is not None:
-                point["precision_bound"] = precision_bound(counts, confidence)
-            yield point
+            yield _point(bias, counts, confidence)
 
     def sweep_counts(self, notes: list[Note], biases) -> Iterator[tuple[float, np.ndarray]]:
         """Each bias with its token counts per note (:func:`veil.deid.evaluate.token_counts`)."""
@@ -377,6 +372,7 @@ class Tagger:
         grid: tuple[float, ...] = BIASES,
         min_precision: float | None = None,
         confidence: float | None = None,
+        pooled: np.ndarray | None = None,
     ) -> dict:
         """Set ``o_bias`` from notes with gold spans; return the chosen point's scores.
 
@@ -388,31 +384,34 @@ class Tagger:
         the dev notes' own but a lower bound held with that confidence when the notes are
         resampled (:func:`~veil.deid.evaluate.precision_bound`): a dev split is a few
         hundred PHI tokens, its precision moves by 0.02-0.05 from one set of patients to the
-        next, and the highest-recall bias is the one that leans on it most. The grid goes
-        below 0 because a tagger trained with a miss cost may pass the target there.
+        next, and the highest-recall bias is the one that leans on it most. ``pooled``: token
+        counts of more notes at each bias of ``grid`` (shape (biases, notes, 3)), scored by
+        taggers that did not train on them (:func:`veil.deid.train.held_out_counts`); they
+        count as dev notes. The grid goes below 0 because a tagger trained with a miss cost
+        may pass the target there.
         """
         grid = sorted(grid)
-        if min_precision is None:
-            if confidence is not None:
-                raise ValueError("confidence bounds the precision: give min_precision too")
-            best, goal = None, {"target_recall": target_recall}
-            for point in self.sweep(dev, grid):
-                if point["recall"] >= target_recall:
-                    best = point
-                    break
-                if best is None or point["recall"] > best["recall"]:
-                    best = point
-        else:
-            points = list(self.sweep(dev, grid, confidence))
-            goal, held = {"min_precision": min_precision}, "precision"
-            if confidence is not None:
-                goal["confidence"], held = confidence, "precision_bound"
-            ok = [q for q in points if q[held] >= min_precision]
-            best = (
-                max(ok, key=lambda q: (q["recall"], q["precision"]))
-                if ok
-                else max(points, key=lambda q: q[held])
+        if min_precision is None and confidence is not None:
+            raise ValueError("confidence bounds the precision: give min_precision too")
+        swept = self.sweep_counts(dev, grid)
+        if pooled is not None:
+            if len(pooled) != len(grid):
+                raise ValueError(
+                    f"pooled counts for {len(pooled)} biases, the grid has {len(grid)}"
+                )
+            swept = (
+                (b, np.concatenate([c, more])) for (b, c), more in zip(swept, pooled, strict=True)
             )
+        points = [_point(b, c, confidence) for b, c in swept]
+        best = _choose(points, target_recall, min_precision, confidence is not None)
+        if min_precision is None:
+            goal = {"target_recall": target_recall}
+        else:
+            goal = {"min_precision": min_precision}
+        if confidence is not None:
+            goal["confidence"] = confidence
+        if pooled is not None:
+            goal["pooled_notes"] = int(pooled.shape[1])
         self.o_bias = best["o_bias"]
         self.info["calibration"] = {**goal, **best}
         return best
@@ -470,3 +469,25 @@ class Tagger:
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
+
+
+def _point(bias: float, counts: np.ndarray, confidence: float | None) -> dict:
+    """Token scores of per-note counts at one bias, with the precision bound when asked."""
+    from veil.deid.evaluate import precision_bound, scores
+
+    point = {"o_bias": float(bias), **scores(counts)}
+    if confidence is not None:
+        point["precision_bound"] = precision_bound(counts, confidence)
+    return point
+
+
+def _choose(points: list[dict], target_recall, min_precision, bounded: bool) -> dict:
+    """The point :meth:`Tagger.calibrate` picks from a sweep in increasing bias."""
+    if min_precision is None:
+        return next((q for q in points if q["recall"] >= target_recall),
+                    max(points, key=lambda q: q["recall"]))  # fmt: skip
+    held = "precision_bound" if bounded else "precision"
+    ok = [q for q in points if q[held] >= min_precision]
+    if not ok:
+        return max(points, key=lambda q: q[held])
+    return max(ok, key=lambda q: (q["recall"], q["precision"]))

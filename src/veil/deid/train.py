@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from veil.core.errors import ConfigError
 from veil.deid.corpus import Note, read_notes, split_patients
 from veil.deid.lexicon import Lexicon, default_folder
 
@@ -26,6 +29,41 @@ def load_lexicon(folder: Path | None = None) -> Lexicon:
     return Lexicon.from_folder(folder)
 
 
+def held_out_counts(
+    notes: list[Note],
+    lexicon: Lexicon,
+    opts,
+    folds: int,
+    dev: list[Note] | None = None,
+    grid=None,
+    echo: Callable[[str], None] = print,
+) -> np.ndarray:
+    """Token counts of ``notes`` at each bias of ``grid``, each note scored by a tagger that
+    did not train on its patient: shape (biases, notes, 3), notes in fold order.
+
+    The patients are split into ``folds`` parts (seeded by ``opts.seed``); a tagger with
+    ``opts`` trains on all parts but one (``dev`` picks its epoch when ``opts`` does not
+    average weights) and decodes that one. A tagger trained on all of ``notes`` can then set
+    its recall bias on them too (``Tagger.calibrate(..., pooled=...)``), not only on a dev
+    split of a few patients: cross-fitting, at the price of ``folds`` more trainings of
+    (folds - 1) / folds the size.
+    """
+    from veil.deid.tagger import BIASES, Tagger
+
+    if folds < 2:
+        raise ConfigError(f"folds must be at least 2, got {folds}")
+    grid = sorted(grid or BIASES)
+    out = []
+    for i, part in enumerate(split_patients(notes, (1.0,) * folds, opts.seed)):
+        if not part:
+            raise ConfigError(f"{folds} folds but only {len({n.patient for n in notes})} patients")
+        held = {n.patient for n in part}
+        tagger = Tagger.train([n for n in notes if n.patient not in held], lexicon, opts, dev)
+        out.append(np.stack([c for _, c in tagger.sweep_counts(part, grid)]))
+        echo(f"fold {i + 1}/{folds}: {len(part)} notes scored by a tagger trained without them")
+    return np.concatenate(out, axis=1)
+
+
 def train_tagger(
     notes: Path | list[Note] | None = None,
     *,
@@ -35,6 +73,7 @@ def train_tagger(
     min_precision: float | None = None,
     confidence: float | None = None,
     seed: int = 0,
+    folds: int = 0,
     sites: int = 1,
     theta_down: float = 0.5,
     echo: Callable[[str], None] = print,
@@ -47,12 +86,17 @@ def train_tagger(
     ``theta_down``, Festag & Spreckelsen's other settings). The recall bias is the smallest
     reaching ``target_recall`` on dev or, with ``min_precision``, the one with the highest dev
     recall at that dev precision or more, held with ``confidence`` when it is given
-    (:meth:`~veil.deid.tagger.Tagger.calibrate`).
+    (:meth:`~veil.deid.tagger.Tagger.calibrate`). With ``folds`` (>= 2), the training
+    patients count as dev notes too, each scored by one of ``folds`` more taggers trained
+    without it (:func:`held_out_counts`).
     """
     from dataclasses import replace
 
     from veil.deid.tagger import Options, Tagger
 
+    if folds and sites > 1:
+        raise ConfigError("cross-fitting (folds) trains on all sites' notes in one place; "
+                          "it does not go with sites")  # fmt: skip
     if not isinstance(notes, list):
         notes = read_notes(notes or default_notes())
     train, dev = split_patients(notes, (1 - dev_fraction, dev_fraction), seed)
@@ -74,8 +118,12 @@ def train_tagger(
                                    "uploaded_fraction": run.uploaded_fraction})  # fmt: skip
     else:
         tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
+    pooled = None
+    if folds:
+        echo(f"cross-fitting: {folds} taggers, each trained without a fold of the patients")
+        pooled = held_out_counts(train, load_lexicon(), opts, folds, dev, echo=echo)
     point = tagger.calibrate(dev, target_recall, min_precision=min_precision,
-                             confidence=confidence)  # fmt: skip
+                             confidence=confidence, pooled=pooled)  # fmt: skip
     tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
     report = {
         "o_bias": point["o_bias"],
