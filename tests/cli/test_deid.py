@@ -153,3 +153,9 @@ def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
     assert Tagger.load(out).info["calibration"]["pooled_notes"] > 0
     assert main([*args, "--folds", "1", "-o", str(out), "--force"]) == 2
     assert "at least 2" in capsys.readouterr().err
+    # every patient in training, the folds alone set the bias
+    every = ["--dev-fraction", "0", "--min-precision", "0.5", "-o", str(out), "--force"]
+    assert main([*args, *every, "--folds", "2"]) == 0
+    assert Tagger.load(out).info["dev_notes"] == 0
+    assert main([*args, *every]) == 2
+    assert "nothing to set the recall bias on" in capsys.readouterr().err

@@ -51,3 +51,18 @@ def test_train_tagger_with_folds_calibrates_on_the_training_patients_too():
     assert any(line.startswith("fold 2/2") for line in lines)
     with pytest.raises(ConfigError, match="sites"):
         train_tagger(notes, folds=2, sites=2, opts=Options(hidden=16))
+
+
+def test_train_tagger_on_every_patient_sets_the_bias_on_the_folds_alone():
+    notes = synthetic_notes(40)
+    lines = []
+    tagger, _ = train_tagger(notes, epochs=1, min_precision=0.8, folds=2, dev_fraction=0,
+                             echo=lines.append, opts=Options(hidden=16))  # fmt: skip
+    assert tagger.info["train_notes"] == len(notes) and tagger.info["dev_notes"] == 0
+    assert tagger.info["calibration"]["pooled_notes"] == len(notes)
+    assert lines[1] == "epoch 1/1: loss " + lines[1].split("loss ")[1]
+    assert "dev token F1" not in lines[1]
+    with pytest.raises(ConfigError, match="nothing to set"):
+        train_tagger(notes, dev_fraction=0, opts=Options(hidden=16))
+    with pytest.raises(ConfigError, match="dev_fraction"):
+        train_tagger(notes, dev_fraction=1.0, opts=Options(hidden=16))

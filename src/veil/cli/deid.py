@@ -248,7 +248,9 @@ def train(
     algo: str = typer.Option("dssgd", help="How sites train together: dssgd."),
     theta_down: float = typer.Option(0.5, help="DSSGD: fraction of parameters downloaded."),
     dev_fraction: float = typer.Option(
-        0.15, help="Patients held out to pick the epoch and the recall bias."
+        0.15,
+        help="Patients held out to pick the epoch and the recall bias (0 with --folds: "
+        "train on every patient, the folds set the bias).",
     ),
     target_recall: float = typer.Option(0.94, help="Dev token recall the bias is set for."),
     min_precision: float = typer.Option(

@@ -88,7 +88,8 @@ def train_tagger(
     recall at that dev precision or more, held with ``confidence`` when it is given
     (:meth:`~veil.deid.tagger.Tagger.calibrate`). With ``folds`` (>= 2), the training
     patients count as dev notes too, each scored by one of ``folds`` more taggers trained
-    without it (:func:`held_out_counts`).
+    without it (:func:`held_out_counts`); then ``dev_fraction`` may be 0, so that the tagger
+    trains on every patient and the folds alone set its bias.
     """
     from dataclasses import replace
 
@@ -97,6 +98,10 @@ def train_tagger(
     if folds and sites > 1:
         raise ConfigError("cross-fitting (folds) trains on all sites' notes in one place; "
                           "it does not go with sites")  # fmt: skip
+    if not 0 <= dev_fraction < 1:
+        raise ConfigError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    if not dev_fraction and not folds:
+        raise ConfigError("no dev patients and no folds: nothing to set the recall bias on")
     if not isinstance(notes, list):
         notes = read_notes(notes or default_notes())
     train, dev = split_patients(notes, (1 - dev_fraction, dev_fraction), seed)
@@ -104,7 +109,8 @@ def train_tagger(
     echo(f"training on {len(train)} notes, {len(dev)} dev notes (split by patient)")
 
     def progress(epoch, loss, f1):
-        echo(f"epoch {epoch}/{epochs}: loss {loss:.3f}, dev token F1 {f1:.3f}")
+        shown = f", dev token F1 {f1:.3f}" if f1 is not None else ""
+        echo(f"epoch {epoch}/{epochs}: loss {loss:.3f}{shown}")
 
     if sites > 1:
         from veil.deid.collab import train_dssgd
