@@ -88,6 +88,8 @@ def main() -> None:
                    help="the headline tagger trains on the train and dev patients and the "
                    "folds run over both (`veil deid train --dev-fraction 0 --folds K`); "
                    "the train-only tagger stays the collab comparison")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the networks and folds (the split stays seed 0)")  # fmt: skip
     p.add_argument("--theta-down", type=float, nargs="+", default=[0.1, 0.5, 1.0],
                    help="DSSGD download fractions to run (Festag: 0.1 and 0.5)")  # fmt: skip
     args = p.parse_args()
@@ -99,7 +101,8 @@ def main() -> None:
         train, dev, test = train[:200], dev[:60], test[:80]
         args.epochs, args.rounds, args.folds = 3, 2, 2
     lexicon = Lexicon.from_folder(default_folder())
-    opts = Options(epochs=args.epochs, average_last=min(args.average_last, args.epochs))
+    opts = Options(epochs=args.epochs, average_last=min(args.average_last, args.epochs),
+                   seed=args.seed)  # fmt: skip
     started = time.perf_counter()
     central = Tagger.train(train, lexicon, opts, dev=dev)
     train_s = time.perf_counter() - started
@@ -138,6 +141,7 @@ def main() -> None:
     point, result = scored(final, final_dev, test, headline)
     res = {
         "split": {"train": len(train), "dev": len(dev), "test": len(test), "seed": 0},
+        "seed": args.seed,
         "allocator": allocator,
         "parameters": central.parameters(),
         "trained_on": "train+dev" if args.train_on_dev else "train",
