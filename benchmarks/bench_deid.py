@@ -107,13 +107,12 @@ def main() -> None:
     central = Tagger.train(train, lexicon, opts, dev=dev)
     train_s = time.perf_counter() - started
     # the headline tagger, and the notes its bias is set on beside the folds
-    final, final_dev, final_s = central, dev, train_s
+    final, final_dev, final_s, held_in = central, dev, train_s, train
     if args.train_on_dev:
-        started = time.perf_counter()
-        final, final_dev = Tagger.train(train + dev, lexicon, opts), []
+        started, held_in = time.perf_counter(), train + dev
+        final, final_dev = Tagger.train(held_in, lexicon, opts), []
         final_s = time.perf_counter() - started
     started = time.perf_counter()
-    held_in = train + dev if args.train_on_dev else train
     pooled = held_out_counts(held_in, lexicon, opts, args.folds, echo=print)
     folds_s = time.perf_counter() - started
     dev_only = {"min_precision": args.min_precision, "confidence": args.confidence}

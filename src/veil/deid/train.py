@@ -107,6 +107,7 @@ def train_tagger(
     train, dev = split_patients(notes, (1 - dev_fraction, dev_fraction), seed)
     opts = replace(opts or Options(), epochs=epochs, seed=seed)
     echo(f"training on {len(train)} notes, {len(dev)} dev notes (split by patient)")
+    lexicon = load_lexicon()
 
     def progress(epoch, loss, f1):
         shown = f", dev token F1 {f1:.3f}" if f1 is not None else ""
@@ -118,16 +119,16 @@ def train_tagger(
         def each_round(r, f1):
             echo(f"round {r}/{epochs}: dev token F1 {f1:.3f} (DSSGD, {sites} sites)")
 
-        tagger, run = train_dssgd(train, load_lexicon(), sites, epochs, dev, opts,
+        tagger, run = train_dssgd(train, lexicon, sites, epochs, dev, opts,
                                   {"theta_down": theta_down}, seed, each_round)  # fmt: skip
         tagger.info.update(collab={"algo": "dssgd", "sites": sites, "theta_down": theta_down,
                                    "uploaded_fraction": run.uploaded_fraction})  # fmt: skip
     else:
-        tagger = Tagger.train(train, load_lexicon(), opts, dev=dev, progress=progress)
+        tagger = Tagger.train(train, lexicon, opts, dev=dev, progress=progress)
     pooled = None
     if folds:
         echo(f"cross-fitting: {folds} taggers, each trained without a fold of the patients")
-        pooled = held_out_counts(train, load_lexicon(), opts, folds, dev, echo=echo)
+        pooled = held_out_counts(train, lexicon, opts, folds, dev, echo=echo)
     point = tagger.calibrate(dev, target_recall, min_precision=min_precision,
                              confidence=confidence, pooled=pooled)  # fmt: skip
     tagger.info.update(train_notes=len(train), dev_notes=len(dev), seed=seed)
