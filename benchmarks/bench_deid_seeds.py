@@ -1,0 +1,86 @@
+"""The de-identification headline over several seeds: how much of it is the seed.
+
+For each seed the headline recipe of ``bench_deid.py --train-on-dev`` runs alone (the
+patient split stays seed 0): one tagger trains on the train and dev patients, four more
+score those patients' notes without their fold, the bias is the one with the highest
+recall whose precision on those notes is >= 0.90 with 90% confidence, and the test patients
+are scored there. Also recorded per seed: the test curve and the best test recall at test
+precision >= 0.90 (a figure no deployment can choose, read to tell the network from the
+calibration). No Presidio, no collaborative runs: those are in ``bench_deid.py``.
+
+Writes benchmarks/results/deid_seeds.json: per seed token_recall, token_precision, o_bias;
+goal_met_seeds (recall >= 0.97 with precision >= 0.90 at the calibrated bias).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import common
+from bench_deid import curve, notes, scored
+from veil.deid.corpus import split_patients
+from veil.deid.lexicon import Lexicon, default_folder
+from veil.deid.tagger import Options, Tagger
+from veil.deid.train import held_out_counts
+
+BIASES = tuple(b / 4 for b in range(25))  # 0 to 6 in steps of 0.25, the calibration's grid
+
+
+def best_recall(tagger, test, min_precision: float) -> dict:
+    """The test point with the highest recall whose test precision reaches ``min_precision``."""
+    points = [p for p in tagger.sweep(test, BIASES) if p["precision"] >= min_precision]
+    return max(points, key=lambda p: p["recall"], default={})
+
+
+def one_seed(seed: int, held_in, test, lexicon, args) -> dict:
+    opts = Options(epochs=args.epochs, average_last=min(10, args.epochs), seed=seed)
+    started = time.perf_counter()
+    tagger = Tagger.train(held_in, lexicon, opts)
+    pooled = held_out_counts(held_in, lexicon, opts, args.folds, echo=print)
+    calibration = {"min_precision": 0.90, "confidence": 0.90, "pooled": pooled}
+    point, result = scored(tagger, [], test, calibration, draws=0)
+    return {
+        "seed": seed,
+        "o_bias": point["o_bias"],
+        "pooled_point": point,
+        **{k: result[k] for k in ("token_recall", "token_precision", "token_f1")},
+        "goal_met": result["token_recall"] >= 0.97 and result["token_precision"] >= 0.90,
+        "test_best_recall_at_precision_0.90": best_recall(tagger, test, 0.90),
+        "test_curve": curve(tagger, test),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> None:
+    p = common.parser("deid_seeds", __doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--folds", type=int, default=4)
+    args = p.parse_args()
+    common.steady_allocator()
+    torch.set_num_threads(2)
+    train, dev, test = split_patients(notes(), (0.7, 0.15, 0.15), seed=0)
+    if args.quick:
+        train, dev, test = train[:120], dev[:40], test[:60]
+        args.epochs, args.folds = 2, 2
+    lexicon = Lexicon.from_folder(default_folder())
+    runs = []
+    for seed in args.seeds:
+        runs.append(one_seed(seed, train + dev, test, lexicon, args))
+        print(f"seed {seed}: test {runs[-1]['token_recall']:.3f} recall at "
+              f"{runs[-1]['token_precision']:.3f} precision")  # fmt: skip
+    recalls = [r["token_recall"] for r in runs]
+    res = {
+        "split": {"train+dev": len(train) + len(dev), "test": len(test), "seed": 0},
+        "folds": args.folds,
+        "runs": runs,
+        "goal_met_seeds": [r["seed"] for r in runs if r["goal_met"]],
+        "token_recall_range": [min(recalls), max(recalls)],
+    }
+    common.write_results("deid_seeds", res, args, "torch")
+
+
+if __name__ == "__main__":
+    main()
