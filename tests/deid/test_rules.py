@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -110,6 +112,10 @@ def test_initials_join_the_name_after_them():
     found = [_span(text, w, "NAME-DOCTOR") for w in ("WELSH", "Smith", "Jones")]
     joined = rules.with_initials(text, found)
     assert _words(text, joined) == ["E. WELSH", "J Smith", "Jones"]
+    # a small letter is an initial only with its period ("q. lander rrt", not "a lander")
+    text = "well at this time. q. lander rrt, a lander"
+    found = [Span(m.start(), m.end(), "NAME-DOCTOR") for m in re.finditer("lander", text)]
+    assert _words(text, rules.with_initials(text, found)) == ["q. lander", "lander"]
 
 
 def test_tidy_joins_a_name_split_at_its_hyphen():
@@ -184,6 +190,20 @@ def test_tidy_joins_a_name_split_at_its_hyphen():
         ("services at Maryland Rehab. Will", "Maryland", "LOCATION", ["Maryland"]),
         ("IV NURSE VIRGINIA CALLED", "VIRGINIA", "NAME-DOCTOR", ["VIRGINIA"]),
         ("who lives in DC.", "DC", "LOCATION", ["DC"]),
+        # a kin word or role is no part of a name; eponym pairs are no names
+        (
+            "GUARDIAN: Niece, Patricia WAITE, lives",
+            "Niece, Patricia WAITE",
+            "NAME-RELATIVE",
+            ["Patricia WAITE"],
+        ),  # fmt: skip
+        ("LEGAL GUARDIAN: Niece", "GUARDIAN", "NAME-RELATIVE", []),
+        ("pt on passe muir valve this am", "muir", "NAME-DOCTOR", []),
+        ("PASSY-MUIR VALVE TOLERATED", "PASSY-MUIR", "NAME-RELATIVE", []),
+        ("showed mallory weiss tear.", "mallory weiss", "NAME-RELATIVE", []),
+        ("SWAN GANZ D/CD", "GANZ", "NAME-DOCTOR", []),
+        ("on servo vent. Bernard Foley CRT", "Bernard Foley", "NAME-DOCTOR", ["Bernard Foley"]),
+        ("called Dr. Swan about it", "Swan", "NAME-DOCTOR", ["Swan"]),
     ],
 )
 def test_tidy_draws_span_edges_as_the_annotators_do(text, part, label, kept):
