@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -93,11 +94,17 @@ def main() -> None:
                    help="the headline tagger trains on the train and dev patients and the "
                    "folds run over both (`veil deid train --dev-fraction 0 --folds K`; run "
                    "11 on); the train-only tagger stays the collab comparison")  # fmt: skip
+    p.add_argument("--networks", type=int, default=1,
+                   help="networks of the headline tagger (and of its fold taggers), their "
+                   "scores averaged; needs --train-on-dev (the train-only tagger stays one "
+                   "network: it is the collaborative runs' comparator)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the networks and folds (the split stays seed 0)")  # fmt: skip
     p.add_argument("--theta-down", type=float, nargs="+", default=[0.1, 0.5, 1.0],
                    help="DSSGD download fractions to run (Festag: 0.1 and 0.5)")  # fmt: skip
     args = p.parse_args()
+    if args.networks > 1 and not args.train_on_dev:
+        p.error("--networks > 1 needs --train-on-dev (the train-only tagger is one network)")
     allocator = common.steady_allocator()
     torch.set_num_threads(2)
     all_notes = notes()
@@ -108,6 +115,7 @@ def main() -> None:
     lexicon = Lexicon.from_folder(default_folder())
     opts = Options(epochs=args.epochs, average_last=min(args.average_last, args.epochs),
                    seed=args.seed)  # fmt: skip
+    headline_opts = replace(opts, networks=args.networks)
     started = time.perf_counter()
     central = Tagger.train(train, lexicon, opts, dev=dev)
     train_s = time.perf_counter() - started
@@ -115,10 +123,10 @@ def main() -> None:
     final, final_dev, final_s, held_in = central, dev, train_s, train
     if args.train_on_dev:
         started, held_in = time.perf_counter(), train + dev
-        final, final_dev = Tagger.train(held_in, lexicon, opts), []
+        final, final_dev = Tagger.train(held_in, lexicon, headline_opts), []
         final_s = time.perf_counter() - started
     started = time.perf_counter()
-    pooled = held_out_counts(held_in, lexicon, opts, args.folds, echo=print)
+    pooled = held_out_counts(held_in, lexicon, headline_opts, args.folds, echo=print)
     folds_s = time.perf_counter() - started
     dev_only = {"min_precision": args.min_precision, "confidence": args.confidence}
     headline = {**dev_only, "pooled": pooled}
@@ -148,6 +156,8 @@ def main() -> None:
         "seed": args.seed,
         "allocator": allocator,
         "parameters": central.parameters(),
+        "networks": args.networks,
+        "headline_parameters": final.parameters(),
         "trained_on": "train+dev" if args.train_on_dev else "train",
         "train_s": round(train_s, 1),
         "final_train_s": round(final_s, 1),

@@ -27,7 +27,8 @@ from veil.deid.train import held_out_counts
 
 
 def one_seed(seed: int, held_in, test, lexicon, args) -> dict:
-    opts = Options(epochs=args.epochs, average_last=min(10, args.epochs), seed=seed)
+    opts = Options(epochs=args.epochs, average_last=min(10, args.epochs), seed=seed,
+                   networks=args.networks)  # fmt: skip
     started = time.perf_counter()
     tagger = Tagger.train(held_in, lexicon, opts)
     pooled = held_out_counts(held_in, lexicon, opts, args.folds, echo=print)
@@ -52,6 +53,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument(
+        "--networks",
+        type=int,
+        default=1,
+        help="networks per tagger, their scores averaged (seeds seed, seed + 1, ...)",
+    )
     args = p.parse_args()
     common.steady_allocator()
     torch.set_num_threads(2)
@@ -69,6 +76,7 @@ def main() -> None:
     res = {
         "split": {"train+dev": len(train) + len(dev), "test": len(test), "seed": 0},
         "folds": args.folds,
+        "networks": args.networks,
         "runs": runs,
         "goal_met_seeds": [r["seed"] for r in runs if r["goal_met"]],
         "token_recall_range": [min(recalls), max(recalls)],

@@ -159,3 +159,9 @@ def test_train_calibrates_to_a_precision_floor(tmp_path, capsys):
     assert Tagger.load(out).info["dev_notes"] == 0
     assert main([*args, *every]) == 2
     assert "nothing to set the recall bias on" in capsys.readouterr().err
+    # two networks tag as one, from one file
+    assert main([*args, "--networks", "2", "-o", str(out), "--force"]) == 0
+    capsys.readouterr()
+    assert Tagger.load(out).opts.networks == 2
+    assert main([*args, "--networks", "2", "--sites", "2", "-o", str(out), "--force"]) == 2
+    assert "ensemble" in capsys.readouterr().err

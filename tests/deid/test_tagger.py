@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -227,3 +228,36 @@ def test_average_last_keeps_the_mean_weights_of_the_last_epochs():
             assert torch.equal(v, three[k]), k
     with pytest.raises(ConfigError, match="average_last"):
         Options(epochs=3, average_last=4)
+
+
+def test_an_ensemble_tags_with_the_mean_of_its_networks_scores_and_survives_a_file(tmp_path):
+    from veil.core.errors import ConfigError
+    from veil.deid.collab import train_dssgd
+    from veil.deid.lexicon import GROUPS
+    from veil.deid.tagger import Ensemble, Options, Tagger, _batch
+
+    notes = synthetic_notes(24)
+    lexicon = Lexicon({g: np.array([word_hash("foley")]) for g in GROUPS})
+    small = {"epochs": 2, "hidden": 16, "word_dim": 16, "char_dim": 8, "char_filters": 8}
+    pair = Tagger.train(notes, lexicon, Options(**small, seed=5, networks=2))
+    alone = [Tagger.train(notes, lexicon, Options(**small, seed=s)) for s in (5, 6)]
+    assert isinstance(pair.net, Ensemble) and len(pair.net.members) == 2
+    # the members are the networks seeds 5 and 6 train alone
+    for member, single in zip(pair.net.members, alone, strict=True):
+        for k, v in member.state_dict().items():
+            assert torch.allclose(v.float(), single.net.state_dict()[k].float(), atol=1e-5), k
+    words, chars, feats, _, lengths, _ = _batch(pair.encoder.encode(notes[:6]))
+    with torch.no_grad():
+        mean = (alone[0].net.emissions(words, chars, feats, lengths)
+                + alone[1].net.emissions(words, chars, feats, lengths)) / 2  # fmt: skip
+        assert torch.allclose(pair.net.emissions(words, chars, feats, lengths), mean, atol=1e-5)
+    trans = (alone[0].net.crf.trans + alone[1].net.crf.trans) / 2
+    assert torch.allclose(pair.net.crf.trans, trans, atol=1e-6)
+    # one file holds both networks; loaded, it finds the same spans
+    again = Tagger.load(pair.save(tmp_path / "pair.veil"))
+    assert again.opts.networks == 2 and again.parameters() == pair.parameters()
+    assert again.predict(notes[:6]) == pair.predict(notes[:6])
+    with pytest.raises(ConfigError, match="networks"):
+        Options(networks=0)
+    with pytest.raises(ConfigError, match="ensemble"):
+        train_dssgd(notes, lexicon, sites=2, rounds=1, opts=Options(**small, networks=2))

@@ -19,6 +19,7 @@ import torch
 from veil.collab import DSSGDConfig
 from veil.collab import dssgd as algo
 from veil.collab.participant import flat, overwrite, set_flat
+from veil.core.errors import ConfigError
 from veil.deid.corpus import Note, split_patients
 from veil.deid.encode import build_vocab
 from veil.deid.lexicon import Lexicon
@@ -77,6 +78,8 @@ def train_dssgd(
     from veil.deid.tagger import Options, Tagger, encoder_net, make_encoder
 
     opts = opts or Options()
+    if opts.networks > 1:
+        raise ConfigError("DSSGD trains one network; train an ensemble (networks > 1) centrally")
     cfg = DSSGDConfig(**{**FESTAG, **(config or {})})
     parts = split_patients(notes, (1.0,) * sites, seed)
     encoder = make_encoder(shared_vocab(parts), lexicon, opts)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,8 +85,13 @@ class Options:
     # keep the mean of the weights of the last this many epochs (0: the epoch with the best
     # dev F1, or the last one without dev notes)
     average_last: int = 0
+    # networks trained alike with seeds seed, seed + 1, ...; their CRF scores are averaged
+    # (:class:`Ensemble`)
+    networks: int = 1
 
     def __post_init__(self) -> None:
+        if self.networks < 1:
+            raise ConfigError(f"networks must be at least 1, got {self.networks}")
         if not self.miss_cost >= 0:  # a negative cost would reward misses; NaN is refused too
             raise ConfigError(
                 f"miss_cost must be >= 0 (0: the plain likelihood), got {self.miss_cost}"
@@ -150,11 +156,52 @@ class TaggerNet(nn.Module):
         return self.out(self.drop(h))
 
 
-def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet:
-    """A new network for the inputs ``encoder`` gives."""
-    return TaggerNet(
-        len(encoder.vocab), encoder.n_features, opts, encoder.lexicon, encoder.subword_width
-    )
+class Ensemble(nn.Module):
+    """Networks whose CRF scores are averaged: a tag path scores the mean of its scores under
+    each network (mean emissions, mean start, end and transition scores). Seeds of one recipe
+    differ most in the last PHI tokens they find; the mean of two keeps what either is sure
+    of. The networks run side by side in threads (torch releases the GIL), so on two cores
+    two cost about what one does."""
+
+    def __init__(self, members: list[TaggerNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        for m in members[1:]:  # one copy of the lists in a file: the first network's
+            for g in GROUPS:
+                m.register_buffer(f"lexicon_{g}", getattr(members[0], f"lexicon_{g}"), False)
+
+    def lexicon(self) -> Lexicon:
+        return self.members[0].lexicon()
+
+    @property
+    def crf(self) -> CRF:
+        crf = CRF(len(TAGS))
+        with torch.no_grad():
+            for name in ("start", "end", "trans"):
+                mean = torch.stack([getattr(m.crf, name) for m in self.members]).mean(0)
+                getattr(crf, name).copy_(mean)
+        return crf
+
+    def emissions(self, words, chars, feats, lengths) -> torch.Tensor:
+        grad = torch.is_grad_enabled()  # grad mode is per thread: the workers take the caller's
+
+        def one(member: TaggerNet) -> torch.Tensor:
+            with torch.set_grad_enabled(grad):
+                return member.emissions(words, chars, feats, lengths)
+
+        with ThreadPoolExecutor(len(self.members)) as pool:
+            return torch.stack(list(pool.map(one, self.members))).mean(0)
+
+
+def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet | Ensemble:
+    """A new network (or ``opts.networks`` of them) for the inputs ``encoder`` gives."""
+    nets = [
+        TaggerNet(
+            len(encoder.vocab), encoder.n_features, opts, encoder.lexicon, encoder.subword_width
+        )  # fmt: skip
+        for _ in range(opts.networks)
+    ]
+    return nets[0] if opts.networks == 1 else Ensemble(nets)
 
 
 def make_encoder(vocab: list[str], lexicon: Lexicon, opts: Options) -> Encoder:
@@ -223,8 +270,15 @@ class Tagger:
         dev: list[Note] | None = None,
         progress=None,
     ) -> Tagger:
-        """Fit a tagger on ``notes``; with ``dev``, keep the epoch with the best dev token F1."""
+        """Fit a tagger on ``notes``; with ``dev``, keep the epoch with the best dev token F1.
+        With ``opts.networks`` > 1, that many networks train one after the other (seeds
+        ``opts.seed``, ``opts.seed + 1``, ...) and tag as an :class:`Ensemble`."""
         opts = opts or Options()
+        if opts.networks > 1:
+            one = [replace(opts, networks=1, seed=opts.seed + i) for i in range(opts.networks)]
+            taggers = [cls.train(notes, lexicon, o, dev, progress) for o in one]
+            info = {"epochs": opts.epochs, "train_s": sum(t.info["train_s"] for t in taggers)}
+            return cls(Ensemble([t.net for t in taggers]), taggers[0].encoder, opts, info=info)
         torch.manual_seed(opts.seed)
         encoder = make_encoder(build_vocab(notes), lexicon, opts)
         net = encoder_net(encoder, opts)
@@ -450,8 +504,13 @@ class Tagger:
             state = load(Path(path).read_bytes())
         except (KeyError, TypeError, ValueError, SafetensorError) as e:
             raise ModelFileError(f"{path}: malformed PHI tagger ({e})") from e
+        first = "members.0." if opts.networks > 1 else ""  # an ensemble's lists: its first's
         lexicon = Lexicon(
-            {g: state[f"lexicon_{g}"].numpy() for g in GROUPS if f"lexicon_{g}" in state}
+            {
+                g: state[f"{first}lexicon_{g}"].numpy()
+                for g in GROUPS
+                if f"{first}lexicon_{g}" in state
+            }
         )
         if len(lexicon) != len(GROUPS):
             raise ModelFileError(f"{path}: PHI tagger without its lexicon")
