@@ -5,7 +5,8 @@ charges a missed PHI token ``Options.miss_cost`` (recall first, already in train
 ``Tagger.spans(text)`` detects PHI. The recall knob ``o_bias`` is subtracted from the "O"
 (not PHI) score of every token before Viterbi decoding: larger values trade precision for
 recall. :meth:`Tagger.calibrate` picks, on held-out notes, the smallest bias that reaches a
-target token recall, or the one with the most recall at a precision floor.
+target token recall, or the one with the most recall at a precision floor. With
+``Options.networks`` > 1 a tagger is an :class:`Ensemble` of networks whose scores are averaged.
 
 A tagger is saved as a veil model file (safetensors weights, JSON header; nothing pickled):
 the header holds the vocabulary, the options and the bias; the lexicon travels as hashes.
@@ -175,6 +176,7 @@ class Ensemble(nn.Module):
 
     @property
     def crf(self) -> CRF:
+        """A CRF with the members' mean start, end and transition scores (to decode with)."""
         crf = CRF(len(TAGS))
         with torch.no_grad():
             for name in ("start", "end", "trans"):
@@ -198,7 +200,7 @@ def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet | Ensemble:
     nets = [
         TaggerNet(
             len(encoder.vocab), encoder.n_features, opts, encoder.lexicon, encoder.subword_width
-        )  # fmt: skip
+        )
         for _ in range(opts.networks)
     ]
     return nets[0] if opts.networks == 1 else Ensemble(nets)
