@@ -263,9 +263,8 @@ _CLOCK = r"(?:[01]\d|2[0-3])[0-5]\d"
 _CLOCK_AT_END = re.compile(rf"(?:\s*@\s*|\s+)({_CLOCK})$")
 _SHIFT = re.compile(rf"{_CLOCK}(?:\s*-+>?\s*{_CLOCK})?")
 _TIME = re.compile(r"\d{1,4}\s*(?:[ap]\.?m?\.?|n|noon)", re.I)
-_TITLE = re.compile(r"(?:mr|mrs|ms|dr|miss)$", re.I)
-# a kin word or a role is no part of a name ("LEGAL GUARDIAN: Niece, Patricia WAITE")
-_ROLE = re.compile(rf"(?:{_KIN}|guardian|proxy|hcp)s?$", re.I)
+# a title, a kin word or a role is no part of a name ("LEGAL GUARDIAN: Niece, Patricia WAITE")
+_NO_NAME_PART = re.compile(rf"(?:mr|mrs|ms|dr|miss|(?:{_KIN}|guardian|proxy|hcp)s?)$", re.I)
 # Devices, tears and syndromes named for two people are not PHI ("Passy Muir valve", "passe
 # muir", "mallory weiss tear", "Swan-Ganz"); a span inside such a pair is dropped. None of
 # these pairs is in gold PHI in the train and dev notes; the tagger marked 6 tokens of them
@@ -394,8 +393,7 @@ def _name_parts(text: str, span: Span) -> list[Span]:
         cuts += [m.start(), m.end()]
     cuts.append(span.end)
     parts = [Span(a, b, span.label) for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
-    words = (text[p.start : p.end].strip() for p in parts)
-    return [p for p, w in zip(parts, words, strict=True) if not (_TITLE.match(w) or _ROLE.match(w))]
+    return [p for p in parts if not _NO_NAME_PART.match(text[p.start : p.end].strip())]
 
 
 def _kept(text: str, i: int) -> bool:
