@@ -9,11 +9,14 @@ precision >= 0.90 (a figure no deployment can choose, read to tell the network f
 calibration). No Presidio, no collaborative runs: those are in ``bench_deid.py``.
 
 Writes benchmarks/results/deid_seeds.json: per seed token_recall, token_precision, o_bias;
-goal_met_seeds (recall >= 0.97 with precision >= 0.90 at the calibrated bias).
+goal_met_seeds (recall >= 0.97 with precision >= 0.90 at the calibrated bias). The file is
+written after each seed (a seed takes half an hour to an hour); ``--resume`` keeps the seeds
+already in ``--out`` (same networks, folds and epochs) and runs only the others.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -59,6 +62,8 @@ def main() -> None:
         default=1,
         help="networks per tagger, their scores averaged (seeds seed, seed + 1, ...)",
     )
+    p.add_argument("--resume", action="store_true",
+                   help="keep the seeds already in --out and run only the others")  # fmt: skip
     args = p.parse_args()
     common.steady_allocator()
     torch.set_num_threads(2)
@@ -67,21 +72,47 @@ def main() -> None:
         train, dev, test = train[:120], dev[:40], test[:60]
         args.epochs, args.folds = 2, 2
     lexicon = Lexicon.from_folder(default_folder())
-    runs = []
+    runs = earlier_runs(args) if args.resume else []
     for seed in args.seeds:
+        if any(r["seed"] == seed for r in runs):
+            print(f"seed {seed}: kept from {args.out}")
+            continue
         runs.append(one_seed(seed, train + dev, test, lexicon, args))
         print(f"seed {seed}: test {runs[-1]['token_recall']:.3f} recall at "
               f"{runs[-1]['token_precision']:.3f} precision")  # fmt: skip
+        common.write_results("deid_seeds", summary(runs, len(train) + len(dev), len(test), args),
+                             args, "torch")  # fmt: skip
+
+
+def settings(args) -> dict:
+    return {"folds": args.folds, "networks": args.networks, "epochs": args.epochs}
+
+
+def earlier_runs(args) -> list[dict]:
+    """The runs already in ``args.out`` if they were made with the same settings."""
+    if not args.out.exists():
+        return []
+    doc = json.loads(args.out.read_text())
+    res = doc["results"]
+    # files written before "epochs" was recorded came from the default of 20 (their command
+    # names no --epochs)
+    before = {"folds": res["folds"], "networks": res.get("networks", 1),
+              "epochs": res.get("epochs", 20)}  # fmt: skip
+    if doc["quick"] != bool(args.quick) or before != settings(args):
+        raise SystemExit(f"{args.out} was made with {before} (quick {doc['quick']}), "
+                         f"not {settings(args)}: --resume needs the same settings")  # fmt: skip
+    return res["runs"]
+
+
+def summary(runs: list[dict], held_in: int, test: int, args) -> dict:
     recalls = [r["token_recall"] for r in runs]
-    res = {
-        "split": {"train+dev": len(train) + len(dev), "test": len(test), "seed": 0},
-        "folds": args.folds,
-        "networks": args.networks,
+    return {
+        "split": {"train+dev": held_in, "test": test, "seed": 0},
+        **settings(args),
         "runs": runs,
         "goal_met_seeds": [r["seed"] for r in runs if r["goal_met"]],
         "token_recall_range": [min(recalls), max(recalls)],
     }
-    common.write_results("deid_seeds", res, args, "torch")
 
 
 if __name__ == "__main__":
