@@ -20,13 +20,18 @@ VEIL = [sys.executable, "-m", "veil.cli.main"]
 
 
 def veil(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*VEIL, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    try:
+        return subprocess.run(
+            [*VEIL, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+    except subprocess.TimeoutExpired as e:  # say where it was: the last lines it wrote
+        said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
+        said = (said or "").strip().splitlines()[-5:]
+        pytest.fail(f"veil {' '.join(args)} ran past {timeout} s; last said: {said}")
 
 
 def assert_one_line_error(proc, pattern: str):

@@ -75,9 +75,37 @@ def test_unusual_pooling_is_refused():
         compile_shared(nn.Sequential(nn.Tanh(), nn.Flatten()), (1, 4, 4))
 
 
-def test_three_processes_agree_with_threads(tmp_path):
+def _silent_listener():
+    """A socket on 127.0.0.1 that listens and never answers (a port something else holds)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+def test_ranks_stop_as_soon_as_one_fails():
+    import time
+
+    from veil.encrypted.mpc.launch import run_ranks
+
+    with _silent_listener() as s:
+        held = f"127.0.0.1:{s.getsockname()[1]}"
+        # rank 0 fails at once (no model); the dealer, connecting to a port that never
+        # answers, would wait past its own 120 s timeout
+        ranks = [["party", "--rank", "0", "--master", held],
+                 ["party", "--rank", "2", "--master", held]]  # fmt: skip
+        start = time.perf_counter()
+        with pytest.raises(MPCError, match=r"rank 0 failed: .*--model"):
+            run_ranks(lambda _master: ranks, "test", timeout_s=300)
+    assert time.perf_counter() - start < 60
+
+
+def test_three_processes_agree_with_threads(tmp_path, monkeypatch):
     from veil.cli.main import main
     from veil.core.io import load_model
+    from veil.encrypted.mpc import launch
     from veil.encrypted.mpc.launch import run_processes
 
     path = tmp_path / "m.veil"
@@ -100,7 +128,18 @@ def test_three_processes_agree_with_threads(tmp_path):
         )
         == 0
     )
-    over_tcp = run_processes(path, "digits", 30)
+    # the first port chosen is taken before rank 0 listens on it: the ranks start again on
+    # another one
+    listener, ports, free = _silent_listener(), [], launch.free_port
+
+    def taken_first() -> int:
+        ports.append(free() if ports else listener.getsockname()[1])
+        return ports[-1]
+
+    monkeypatch.setattr(launch, "free_port", taken_first)
+    with listener:
+        over_tcp = run_processes(path, "digits", 30)
+    assert len(ports) == 2 and ports[0] != ports[1]
     loaded = load_model(path)
     shared = compile_shared(loaded.model, loaded.spec.input_shape)
     from veil.encrypted.mpc.infer import test_images as _images

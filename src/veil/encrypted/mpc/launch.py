@@ -9,39 +9,59 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from veil.core.net import free_port
 from veil.encrypted.mpc.ring import MPCError
 
+PORT_TRIES = 3
 
-def run_ranks(commands: list[list[str]], what: str, timeout_s: float) -> None:
-    """Run one ``veil mpc`` command per rank (one thread each), wait for all, kill what is
-    left on timeout, and raise with the first failed rank's last error line."""
+
+def run_ranks(commands: Callable[[str], list[list[str]]], what: str, timeout_s: float) -> None:
+    """Run one ``veil mpc`` command per rank, ``commands(master)`` for a free port on
+    127.0.0.1; wait for all, and raise with the first failed rank's last error line.
+
+    As soon as one rank fails the others are stopped: a rank whose partner died waits for it
+    (a rank connecting to a port that something else answers waits past its own timeout),
+    which held a run until ``timeout_s``. The port is free when chosen but may be taken
+    before rank 0 listens on it (any process on the machine can bind it, or use it as the
+    source port of a connection): then the ranks start again on another port, up to
+    ``PORT_TRIES`` times."""
+    for attempt in range(PORT_TRIES):
+        try:
+            return _run_once(commands(f"127.0.0.1:{free_port()}"), what, timeout_s)
+        except MPCError as e:
+            if "EADDRINUSE" not in str(e) or attempt == PORT_TRIES - 1:
+                raise
+
+
+def _run_once(commands: list[list[str]], what: str, timeout_s: float) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc"]
     procs = [
         subprocess.Popen([*base, *c], stderr=subprocess.PIPE, start_new_session=True, env=env)
         for c in commands
     ]
-    start = time.perf_counter()
+    deadline = time.perf_counter() + timeout_s
     try:
-        for p in procs:
-            p.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - start)))
-    except subprocess.TimeoutExpired as e:
-        raise MPCError(f"{what} did not finish in {timeout_s:.0f} s") from e
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+            if failed is not None or all(c == 0 for c in codes):
+                break
+            if time.perf_counter() > deadline:
+                raise MPCError(f"{what} did not finish in {timeout_s:.0f} s")
+            time.sleep(0.05)
+        if failed is not None:
+            err = procs[failed].stderr.read().decode(errors="replace").strip().splitlines()
+            raise MPCError(f"rank {failed} failed: {err[-1] if err else codes[failed]}")
     finally:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    failed = [(i, p) for i, p in enumerate(procs) if p.returncode != 0]
-    if failed:
-        i, p = failed[0]
-        err = p.stderr.read().decode(errors="replace").strip().splitlines()
-        raise MPCError(f"rank {i} failed: {err[-1] if err else p.returncode}")
-    for p in procs:
-        p.stderr.close()
+            p.stderr.close()
 
 
 def run_processes(
@@ -104,17 +124,19 @@ def _inference(rank0: list, rank1: list, repeat, timeout_s, labels_only, parties
                options=(), extra=(), dealer=True):  # fmt: skip
     """Ranks 0 and 1 with their arguments (and ``extra`` ones for rank 2 of three), the
     others bare, the dealer last (unless a rank starts it); rank 1's result."""
-    master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank1.json"
-        base = ["party", "--master", master, "--repeat", str(repeat), "--parties", str(parties)]
-        base += list(options)
-        base += ["--labels-only"] if labels_only else []
         given = [rank0, [*rank1, "--result", str(result)], *extra]
-        commands = [
-            [*base, "--rank", str(r), *(given[r] if r < len(given) else [])]
-            for r in range(parties + (1 if dealer else 0))  # and the dealer
-        ]
+
+        def commands(master: str) -> list[list[str]]:
+            base = ["party", "--master", master, "--repeat", str(repeat), "--parties",
+                    str(parties), *options]  # fmt: skip
+            base += ["--labels-only"] if labels_only else []
+            return [
+                [*base, "--rank", str(r), *(given[r] if r < len(given) else [])]
+                for r in range(parties + (1 if dealer else 0))  # and the dealer
+            ]
+
         run_ranks(commands, "private inference", timeout_s)
         return json.loads(result.read_text())
 
@@ -130,26 +152,19 @@ def train_processes(
 ) -> dict:
     """``veil mpc train-party`` for ranks 0 (initial model, its records, the trained model
     written to ``out``), 1 (and 2: their records) and the dealer; rank 0's result."""
-    master = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="veil-mpc-") as tmp:
         result = Path(tmp) / "rank0.json"
-        base = ["train-party", "--master", master, "--data", data, "--steps",
-                str(schedule.steps), "--batch", str(schedule.batch), "--lr", str(schedule.lr),
-                "--seed", str(schedule.seed), "--parties", str(parties)]  # fmt: skip
-        base += ["--limit", str(limit)] if limit else []
-        commands = [
-            [
-                *base,
-                "--rank",
-                "0",
-                "--model",
-                str(initial),
-                "--out",
-                str(out),
-                "--result",
-                str(result),
-            ],  # fmt: skip
-            *[[*base, "--rank", str(r)] for r in range(1, parties + 1)],  # and the dealer
-        ]
+
+        def commands(master: str) -> list[list[str]]:
+            base = ["train-party", "--master", master, "--data", data, "--steps",
+                    str(schedule.steps), "--batch", str(schedule.batch), "--lr",
+                    str(schedule.lr), "--seed", str(schedule.seed), "--parties",
+                    str(parties)]  # fmt: skip
+            base += ["--limit", str(limit)] if limit else []
+            rank0 = ["--rank", "0", "--model", str(initial), "--out", str(out), "--result",
+                     str(result)]  # fmt: skip
+            # and the dealer
+            return [[*base, *rank0], *[[*base, "--rank", str(r)] for r in range(1, parties + 1)]]
+
         run_ranks(commands, "secure training", timeout_s)
         return json.loads(result.read_text())
