@@ -163,8 +163,8 @@ def train_processes(
             base += ["--limit", str(limit)] if limit else []
             rank0 = ["--rank", "0", "--model", str(initial), "--out", str(out), "--result",
                      str(result)]  # fmt: skip
-            # and the dealer
-            return [[*base, *rank0], *[[*base, "--rank", str(r)] for r in range(1, parties + 1)]]
+            others = [[*base, "--rank", str(r)] for r in range(1, parties + 1)]  # and the dealer
+            return [[*base, *rank0], *others]
 
         run_ranks(commands, "secure training", timeout_s)
         return json.loads(result.read_text())
