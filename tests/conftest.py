@@ -13,6 +13,13 @@ SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 if "VEIL_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["VEIL_DATA"] = str(SHARED_DATA)
 os.environ.setdefault("VEIL_QUIET", "1")
+# One torch thread per process: `make test` runs 2 workers on 2 cores, and commands the tests
+# start run beside them. With torch's default (a thread per core in every process) the
+# threads oversubscribe the cores and spin against each other: `veil run` beside the suite
+# took 180-197 s where it takes 18 s alone, and with one thread each 18-21 s (measured
+# 2026-12-07); the default-run test's 300 s limit was being reached. Set before torch loads,
+# and inherited by every command a test starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
