@@ -11,7 +11,10 @@ calibration). No Presidio, no collaborative runs: those are in ``bench_deid.py``
 Writes benchmarks/results/deid_seeds.json: per seed token_recall, token_precision, o_bias;
 goal_met_seeds (recall >= 0.97 with precision >= 0.90 at the calibrated bias). The file is
 written after each seed (a seed takes half an hour to an hour); ``--resume`` keeps the seeds
-already in ``--out`` (same networks, folds and epochs) and runs only the others.
+already in ``--out`` (same networks, folds and epochs) and runs only the others. Beside it,
+``<out>-seed<N>.npz`` keeps each seed's token counts per note at every bias of the grid, on the
+folds (``pooled``) and on the test notes (``test``): another calibration rule can be read
+from them without training again (:func:`counts_path`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import torch
 
 import common
 from bench_deid import curve, notes, scored
 from veil.deid.corpus import split_patients
 from veil.deid.lexicon import Lexicon, default_folder
-from veil.deid.tagger import Options, Tagger
+from veil.deid.tagger import BIASES, Options, Tagger
 from veil.deid.train import held_out_counts
 
 
@@ -37,6 +41,9 @@ def one_seed(seed: int, held_in, test, lexicon, args) -> dict:
     pooled = held_out_counts(held_in, lexicon, opts, args.folds, echo=print)
     calibration = {"min_precision": 0.90, "confidence": 0.90, "pooled": pooled}
     point, result = scored(tagger, [], test, calibration, draws=0)
+    on_test = np.stack([c for _, c in tagger.sweep_counts(test, BIASES)])
+    np.savez_compressed(counts_path(args, seed), grid=np.array(BIASES), pooled=pooled,
+                        test=on_test)  # fmt: skip
     return {
         "seed": seed,
         "o_bias": point["o_bias"],
@@ -82,6 +89,13 @@ def main() -> None:
               f"{runs[-1]['token_precision']:.3f} precision")  # fmt: skip
         common.write_results("deid_seeds", summary(runs, len(train) + len(dev), len(test), args),
                              args, "torch")  # fmt: skip
+
+
+def counts_path(args, seed: int):
+    """Where a seed's token counts go: (biases, notes, 3) arrays of true positives, false
+    positives and misses per note (:func:`veil.deid.evaluate.token_counts`), ``grid`` the
+    biases; load with ``np.load(path)`` (no pickles)."""
+    return args.out.with_name(f"{args.out.stem}-seed{seed}.npz")
 
 
 def settings(args) -> dict:
