@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -91,6 +92,43 @@ def test_default_run_writes_both_files(tmp_path):
     assert by_step["digits-owned", "model"].numbers["p_value"] < 1e-20
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
     assert "Training-data privacy" in proc.stdout and "partial" in proc.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state_and_parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue  # ended while being read
+        if int(state_and_parent[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_stops_the_processes_a_command_started(tmp_path):
+    import signal
+
+    train = ["-q", "mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "100000",
+             "--engine", "processes", "-o", str(tmp_path / "m.veil")]  # fmt: skip
+    proc = subprocess.Popen([*VEIL, *train], stderr=subprocess.PIPE, text=True)
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(ranks) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            ranks = _children(proc.pid)
+        assert len(ranks) == 3, (ranks, proc.poll())  # two parties and the dealer
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        assert proc.stderr.read().strip().splitlines()[-1] == "terminated"
+        assert [r for r in ranks if Path(f"/proc/{r}").exists()] == []
+    finally:
+        for pid in [proc.pid, *ranks]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_missing_data_set(empty_root):

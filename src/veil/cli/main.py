@@ -1,7 +1,9 @@
 """Entry point of the ``veil`` command: global options, command groups, one-line errors.
 
 Errors veil raises on purpose (:class:`VeilError`) print as ``error: <message>`` on one line
-with exit code 2; ``--debug`` shows the traceback instead.
+with exit code 2; ``--debug`` shows the traceback instead. SIGTERM stops the command as Ctrl-C
+does (exit code 143): the processes and servers it started are stopped and a run's ledger so
+far is saved.
 """
 
 from __future__ import annotations
@@ -50,7 +52,25 @@ app.command("train")(train.train)
 app.command("report")(report.report)
 app.command("run")(run.run)
 
-_state = {"debug": False}
+_state = {"debug": False, "terminated": False}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is so that it unwinds as from Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    _state["terminated"] = True  # typer turns any KeyboardInterrupt into exit code 130
+    raise Terminated
+
+
+def _unwind_on_sigterm() -> None:
+    """By default SIGTERM ends Python at once: no ``finally`` runs, so the MPC ranks, Flower
+    nodes and services a command started (each in its own session, stopped by PID on the way
+    out) lived on after it (measured: a timed-out ``veil run`` left an MPC rank running)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _version(value: bool) -> None:
@@ -81,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     from veil.core.errors import VeilError
 
+    if argv is None:
+        _unwind_on_sigterm()
     try:
         app(args=argv, prog_name="veil")
         code = 0
@@ -94,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         code = 130
+    if _state["terminated"]:
+        typer.echo("terminated", err=True)
+        code = 143
     if argv is None:
         sys.exit(code)
     return code
