@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from veil.core.net import ServiceProcess, free_port
+from veil.core.net import ServiceProcess
 from veil.enclave.chunks import check_sealed
 from veil.protect.broker import BrokerError, Device, seal_with_broker, unseal_with_broker
 
@@ -13,9 +13,9 @@ MODEL = b"weights of a model" * 100
 
 @pytest.fixture
 def broker(tmp_path):
-    port, folder = free_port(), tmp_path / "broker"
-    args = ["model", "broker", "--folder", str(folder), "--port", str(port)]
-    with ServiceProcess(args, port, "/v1/health", "key broker") as svc:
+    folder = tmp_path / "broker"
+    args = ["model", "broker", "--folder", str(folder)]
+    with ServiceProcess(args, "/v1/health", "key broker") as svc:
         yield svc.url, (folder / "broker.token").read_text().strip(), folder
 
 

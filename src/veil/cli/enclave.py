@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from veil.core.net import PORT_FILE_HELP
+
 app = typer.Typer(
     help=__doc__.split("\n\n")[0].removeprefix("``veil enclave``: "), no_args_is_help=True
 )
@@ -21,7 +23,8 @@ URL = typer.Option("http://127.0.0.1:8470", "--url", help="The service's address
 @app.command("serve")
 def serve(
     folder: Path = FOLDER,
-    port: int = typer.Option(8470, help="Port on 127.0.0.1."),
+    port: int = typer.Option(8470, help="Port on 127.0.0.1 (0: one the system chooses)."),
+    port_file: Path = typer.Option(None, help=PORT_FILE_HELP),
     clients: int = typer.Option(1, min=1, help="Client tokens to make."),
     rows: int = typer.Option(10_000, help="Lifetime budget of answered rows per client."),
     rate: float = typer.Option(50.0, help="Requests per second per client."),
@@ -31,10 +34,9 @@ def serve(
     """Start the service on 127.0.0.1 (tokens and platform facts go in --folder)."""
     import secrets
 
-    import uvicorn
-
     import veil.enclave as pkg
     from veil.core.io import write_private
+    from veil.core.net import listening, serve
     from veil.enclave.attest import SimulatedBackend
     from veil.enclave.runtime import Runtime
     from veil.enclave.sandbox import Limits, bwrap
@@ -56,11 +58,13 @@ def serve(
     by_token = {t: role for role, ts in tokens.items() for t in ts}
     budget = Budget(rate=rate, burst=max(1, int(rate * 2)), rows=rows)
     web = create_app(runtime, by_token, budget, allow_top_k)
+    sock = listening("127.0.0.1", port, port_file)
     typer.echo(
-        f"enclave service on http://127.0.0.1:{port} (measurement {facts['measurement'][:16]}…)"
+        f"enclave service on http://127.0.0.1:{sock.getsockname()[1]} "
+        f"(measurement {facts['measurement'][:16]}…)"
     )
     try:
-        uvicorn.run(web, host="127.0.0.1", port=port, log_level="warning")
+        serve(web, sock)
     finally:
         runtime.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from veil.cli.train import check_outputs, parse_options, save_outputs
+from veil.core.net import PORT_FILE_HELP
 
 app = typer.Typer(
     help="Homomorphic encryption (input and output privacy): the server classifies CKKS "
@@ -119,26 +120,28 @@ def _token(token_file: Path | None, create: bool) -> str:
 def serve(
     model: Path = typer.Argument(..., help="A .veil model file with HE-friendly layers."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port."),
+    port: int = typer.Option(8765, help="Port (0: one the system chooses)."),
+    port_file: Path = typer.Option(None, help=PORT_FILE_HELP),
     token_file: Path = typer.Option(
         None, help=f"Shared token (made, mode 0600, if missing); or set {TOKEN_ENV}."
     ),
     max_mb: int = typer.Option(2048, help="Largest request body, MiB."),
 ) -> None:
     """Serve encrypted inference over HTTP; the server never holds the secret key."""
-    import uvicorn
-
+    from veil.core.net import listening, serve
     from veil.encrypted.he.service import create_app
 
     served, _ = _served(model)
     token = _token(token_file, create=True)
     p = served.params
+    sock = listening(host, port, port_file)
+    port = sock.getsockname()[1]
     typer.echo(
         f"serving {model} on http://{host}:{port} (CKKS N={p.n}, depth {served.model.depth}); "
         f"clients need the token in {token_file or TOKEN_ENV}",
         err=True,
     )
-    uvicorn.run(create_app(served, token, max_mb), host=host, port=port, log_level="warning")
+    serve(create_app(served, token, max_mb), sock)
 
 
 @app.command("infer")

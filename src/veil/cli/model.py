@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from veil.core.net import PORT_FILE_HELP
+
 app = typer.Typer(
     help="Model files: inspect, evaluate, seal for a recipient, sign and verify.",
     no_args_is_help=True,
@@ -146,21 +148,22 @@ def device(
 @app.command("broker")
 def broker_serve(
     folder: Path = typer.Option(Path("key-broker"), "--folder", help="Keys and the admin token."),
-    port: int = typer.Option(8471, help="Port on 127.0.0.1."),
+    port: int = typer.Option(8471, help="Port on 127.0.0.1 (0: one the system chooses)."),
+    port_file: Path = typer.Option(None, help=PORT_FILE_HELP),
 ) -> None:
     """Serve model keys to attested devices (admin token in FOLDER/broker.token, 0600)."""
     import secrets
 
-    import uvicorn
-
     from veil.core.io import write_private
+    from veil.core.net import listening, serve
     from veil.protect.broker import create_app
 
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     write_private(folder / "broker.token", token)
-    typer.echo(f"key broker on http://127.0.0.1:{port}")
-    uvicorn.run(create_app(folder, token), host="127.0.0.1", port=port, log_level="warning")
+    sock = listening("127.0.0.1", port, port_file)
+    typer.echo(f"key broker on http://127.0.0.1:{sock.getsockname()[1]}")
+    serve(create_app(folder, token), sock)
 
 
 @app.command("sign")

@@ -3,25 +3,62 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+PORT_FILE_HELP = "Write the port listened on here (with --port 0, the one the system chose)."
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now (it may be taken before the
+    caller binds it: a service of ours listens with :func:`listening` on port 0 instead)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def listening(host: str, port: int, port_file: Path | None = None) -> socket.socket:
+    """A socket listening on ``host:port``; port 0 lets the system choose, and the port is
+    held from the moment it is chosen (no port picked, released and taken by someone else
+    before the service binds it). With ``port_file``, the port is written there, whole (by
+    rename), for the process that started this one."""
+    from veil.core.errors import VeilError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise VeilError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    if port_file is not None:
+        part = Path(f"{port_file}.part")
+        part.write_text(str(sock.getsockname()[1]))
+        part.replace(port_file)
+    return sock
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve the ASGI ``app`` with uvicorn on ``sock`` (from :func:`listening`) until stopped."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
 class ServiceProcess:
     """A ``veil ... serve`` command as a child process on 127.0.0.1, stopped by PID.
 
-    Up means ``probe`` (a path) answers 401: listening, and refusing strangers. Use as a
-    context manager; leaving it stops the whole process group (SIGTERM, then SIGKILL).
+    The command gets ``--port`` (default 0: the system chooses) and ``--port-file``, which
+    it writes once it listens. Up means the port file is there and ``probe`` (a path) on
+    that port answers 401: listening, and refusing strangers. Use as a context manager;
+    leaving it stops the whole process group (SIGTERM, then SIGKILL).
     """
 
-    def __init__(self, args: list[str], port: int, probe: str, what: str, wait_s: float = 60.0):
-        self.args, self.port, self.probe, self.what, self.wait_s = args, port, probe, what, wait_s
+    def __init__(self, args: list[str], probe: str, what: str, wait_s: float = 60.0, port: int = 0):
+        self.args, self.probe, self.what, self.wait_s = args, probe, what, wait_s
+        self.asked, self.port = port, None
         self.process = None
+        self.scratch = None
 
     @property
     def url(self) -> str:
@@ -31,9 +68,12 @@ class ServiceProcess:
         import os
         import subprocess
         import sys
+        import tempfile
 
+        self.scratch = Path(tempfile.mkdtemp(prefix="veil-service-"))
+        ports = ["--port", str(self.asked), "--port-file", str(self.scratch / "port")]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "veil.cli.main", *self.args],
+            [sys.executable, "-m", "veil.cli.main", *self.args, *ports],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -58,6 +98,10 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace").strip()
                 raise VeilError(f"the {self.what} exited: {err.splitlines()[-1] if err else '?'}")
+            if not (self.scratch / "port").exists():  # written once its socket listens: a
+                time.sleep(0.1)  # port asked for but held by another is never probed
+                continue
+            self.port = int((self.scratch / "port").read_text())
             try:
                 if httpx.get(f"{self.url}{self.probe}", timeout=1).status_code == 401:
                     return
@@ -67,8 +111,12 @@ class ServiceProcess:
 
     def __exit__(self, *exc) -> None:
         import os
+        import shutil
         import signal
 
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
         if self.process is None:
             return
         try:

@@ -88,12 +88,12 @@ def policy_from(folder: Path) -> Policy:
 
 
 def service(folder: Path, **options):
-    """``veil enclave serve`` for ``folder`` on a free port of 127.0.0.1, as a context manager
-    that stops it by PID; ``options`` are serve's (``rows=100, workers=1``, ...)."""
-    from veil.core.net import ServiceProcess, free_port
+    """``veil enclave serve`` for ``folder`` on a port of 127.0.0.1 the system chooses, as a
+    context manager that stops it by PID; ``options`` are serve's (``rows=100, workers=1``,
+    ...)."""
+    from veil.core.net import ServiceProcess
 
-    port = free_port()
-    args = ["enclave", "serve", "--folder", str(folder), "--port", str(port)]
+    args = ["enclave", "serve", "--folder", str(folder)]
     for name, value in options.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
-    return ServiceProcess(args, port, "/v1/audit", "enclave service")
+    return ServiceProcess(args, "/v1/audit", "enclave service")

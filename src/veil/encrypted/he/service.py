@@ -26,7 +26,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from veil.core.errors import VeilError
-from veil.core.net import ServiceProcess, free_port
+from veil.core.net import ServiceProcess
 from veil.encrypted.he.ckks import HEError, PublicContext
 from veil.encrypted.he.inference import Client, EncryptedModel
 
@@ -164,15 +164,13 @@ class Running(ServiceProcess):
             logits = service.client().infer(images)
     """
 
-    def __init__(self, model_path, folder, port: int | None = None, wait_s: float = 60.0):
+    def __init__(self, model_path, folder, port: int = 0, wait_s: float = 60.0):
         from pathlib import Path
 
         self.model_path, self.folder = Path(model_path), Path(folder)
         self.token_file = self.folder / "he-service.token"
-        port = port or free_port()
-        args = ["he", "serve", str(self.model_path), "--port", str(port)]
-        args += ["--token-file", str(self.token_file)]
-        super().__init__(args, port, "/v1/model", "HE service", wait_s)
+        args = ["he", "serve", str(self.model_path), "--token-file", str(self.token_file)]
+        super().__init__(args, "/v1/model", "HE service", wait_s, port)
 
     def __enter__(self) -> Running:
         self.folder.mkdir(parents=True, exist_ok=True)
