@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,29 +40,40 @@ def run_ranks(commands: Callable[[str], list[list[str]]], what: str, timeout_s: 
 def _run_once(commands: list[list[str]], what: str, timeout_s: float) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc"]
-    procs = [
-        subprocess.Popen([*base, *c], stderr=subprocess.PIPE, start_new_session=True, env=env)
-        for c in commands
-    ]
-    deadline = time.perf_counter() + timeout_s
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
-            if failed is not None or all(c == 0 for c in codes):
-                break
-            if time.perf_counter() > deadline:
-                raise MPCError(f"{what} did not finish in {timeout_s:.0f} s")
-            time.sleep(0.05)
+    with contextlib.ExitStack() as stack:
+        # files, not pipes: nobody reads them while the ranks run, and a rank that filled a
+        # pipe (64 KiB) would block on it
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
+        procs = [
+            subprocess.Popen([*base, *c], stderr=log, start_new_session=True, env=env)
+            for c, log in zip(commands, logs, strict=True)
+        ]
+        stack.callback(_stop, procs)
+        failed = _wait_all(procs, what, timeout_s)
         if failed is not None:
-            err = procs[failed].stderr.read().decode(errors="replace").strip().splitlines()
-            raise MPCError(f"rank {failed} failed: {err[-1] if err else codes[failed]}")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            p.stderr.close()
+            logs[failed].seek(0)
+            err = logs[failed].read().decode(errors="replace").strip().splitlines()
+            raise MPCError(f"rank {failed} failed: {err[-1] if err else procs[failed].returncode}")
+
+
+def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> int | None:
+    """Wait until every rank has ended well (None) or one has failed (its index)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+        if failed is not None or all(c == 0 for c in codes):
+            return failed
+        if time.perf_counter() > deadline:
+            raise MPCError(f"{what} did not finish in {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def run_processes(
