@@ -72,13 +72,16 @@ class ServiceProcess:
 
         self.scratch = Path(tempfile.mkdtemp(prefix="veil-service-"))
         ports = ["--port", str(self.asked), "--port-file", str(self.scratch / "port")]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "veil.cli.main", *self.args, *ports],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env={**os.environ, "VEIL_QUIET": "1"},
-        )
+        # its errors go to a file, not a pipe: nobody reads while it serves, and a service
+        # that filled a pipe (64 KiB) would block on it
+        with open(self.scratch / "stderr", "wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "veil.cli.main", *self.args, *ports],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                env={**os.environ, "VEIL_QUIET": "1"},
+            )
         try:
             self._wait()
         except BaseException:
@@ -96,7 +99,7 @@ class ServiceProcess:
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace").strip()
+                err = (self.scratch / "stderr").read_text(errors="replace").strip()
                 raise VeilError(f"the {self.what} exited: {err.splitlines()[-1] if err else '?'}")
             if not (self.scratch / "port").exists():  # written once its socket listens: a
                 time.sleep(0.1)  # port asked for but held by another is never probed
@@ -114,22 +117,19 @@ class ServiceProcess:
         import shutil
         import signal
 
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except ProcessLookupError:
+                pass
+            except Exception:  # noqa: BLE001 - it would not stop: make sure it does
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except Exception:  # noqa: BLE001 - it would not stop: make sure it does
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        finally:
-            self.process.stderr.close()
-            self.process = None
 
 
 def json_reply(send, what: str, error: type[Exception]) -> dict:
