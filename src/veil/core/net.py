@@ -70,7 +70,7 @@ class ServiceProcess:
         import sys
         import tempfile
 
-        self.scratch = Path(tempfile.mkdtemp(prefix="veil-service-"))
+        self.scratch, self.port = Path(tempfile.mkdtemp(prefix="veil-service-")), None
         ports = ["--port", str(self.asked), "--port-file", str(self.scratch / "port")]
         # its errors go to a file, not a pipe: nobody reads while it serves, and a service
         # that filled a pipe (64 KiB) would block on it
@@ -101,10 +101,11 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 err = (self.scratch / "stderr").read_text(errors="replace").strip()
                 raise VeilError(f"the {self.what} exited: {err.splitlines()[-1] if err else '?'}")
-            if not (self.scratch / "port").exists():  # written once its socket listens: a
-                time.sleep(0.1)  # port asked for but held by another is never probed
-                continue
-            self.port = int((self.scratch / "port").read_text())
+            if self.port is None:  # the port file is written once its socket listens: a
+                if not (self.scratch / "port").exists():  # port held by another is never probed
+                    time.sleep(0.1)
+                    continue
+                self.port = int((self.scratch / "port").read_text())
             try:
                 if httpx.get(f"{self.url}{self.probe}", timeout=1).status_code == 401:
                     return
