@@ -247,10 +247,20 @@ def test_an_ensemble_tags_with_the_mean_of_its_networks_scores_and_survives_a_fi
         for k, v in member.state_dict().items():
             assert torch.allclose(v.float(), single.net.state_dict()[k].float(), atol=1e-5), k
     words, chars, feats, _, lengths, _ = _batch(pair.encoder.encode(notes[:6]))
+    threads = torch.get_num_threads()
     with torch.no_grad():
         mean = (alone[0].net.emissions(words, chars, feats, lengths)
                 + alone[1].net.emissions(words, chars, feats, lengths)) / 2  # fmt: skip
         assert torch.allclose(pair.net.emissions(words, chars, feats, lengths), mean, atol=1e-5)
+        # each network over many batches in its own thread: the same means, batch by batch
+        halves = [(words[:3], (chars[0], chars[1][:3]), feats[:3], lengths[:3]),
+                  (words[3:], (chars[0], chars[1][3:]), feats[3:], lengths[3:])]  # fmt: skip
+        torch.set_num_threads(2)  # each network gets one; the caller keeps its two
+        try:
+            assert torch.allclose(torch.cat(pair.net.batched(halves)), mean, atol=1e-5)
+            assert torch.get_num_threads() == 2
+        finally:
+            torch.set_num_threads(threads)
     trans = (alone[0].net.crf.trans + alone[1].net.crf.trans) / 2
     assert torch.allclose(pair.net.crf.trans, trans, atol=1e-6)
     # one file holds both networks; loaded, it finds the same spans

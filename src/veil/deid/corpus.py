@@ -264,6 +264,15 @@ def tokens(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in TOKEN.finditer(text)]
 
 
+def distinct(words: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """Each distinct word once (first seen first), and for every word the index of its own:
+    what is computed per word is then computed per spelling and copied
+    (``per_word = np.stack([f(w) for w in once])[where]``)."""
+    index: dict[str, int] = {}
+    where = [index.setdefault(w, len(index)) for w in words]
+    return list(index), np.array(where, dtype=np.int64)
+
+
 def token_mask(toks: list[tuple[int, int]], spans: Iterable[Span], length: int) -> np.ndarray:
     """For each token, whether it overlaps any of ``spans``."""
     covered = np.zeros(length + 1, dtype=np.int32)

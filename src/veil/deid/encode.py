@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from veil.deid import rules
-from veil.deid.corpus import LABELS, Note, Span, token_mask, tokens
+from veil.deid.corpus import LABELS, Note, Span, distinct, token_mask, tokens
 from veil.deid.lexicon import Lexicon
 from veil.deid.subwords import Subwords
 
@@ -130,11 +130,21 @@ def shape_features(text: str, toks: list[tuple[int, int]], words: list[str]) -> 
     out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
     if not toks:
         return out
-    out[:, :-2] = [_word_shape(w) for w in words]
-    out[:, -2] = ["\n" in text[max(0, s - 2) : s] for s, _ in toks]
+    once, where = distinct(words)
+    out[:, :-2] = np.array([_word_shape(w) for w in once], dtype=np.float32)[where]
+    starts = np.array([s for s, _ in toks], dtype=np.int64)
+    chars = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    out[:, -2] = _just_before(chars == ord("\n"), starts, 2)
     out[0, -2] = 1  # the first token starts a line
-    out[:, -1] = [":" in text[max(0, s - 3) : s] for s, _ in toks]
+    out[:, -1] = _just_before(chars == ord(":"), starts, 3)
     return out
+
+
+def _just_before(hit: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """For each start, whether ``hit`` (one flag per character) holds in the ``width``
+    characters before it."""
+    seen = np.concatenate([[0], np.cumsum(hit)])
+    return seen[starts] > seen[np.maximum(starts - width, 0)]
 
 
 @lru_cache(maxsize=65536)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from veil.core.errors import DataError
+from veil.deid.corpus import distinct
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "first": ("female_names_unambig", "male_names_unambig", "doctor_first_names"),
@@ -117,14 +118,19 @@ class Lexicon:
 
     def features(self, words: list[str]) -> np.ndarray:
         """``(len(words), len(groups))`` float32: 1 where the word is in the group."""
-        keys = np.array([word_hash(w) for w in words], dtype=np.int64)
-        out = np.zeros((len(words), len(self.names)), dtype=np.float32)
+        # each distinct word once, its hash looked up in sorted order (the tables are large;
+        # sorted keys walk them front to back)
+        once, where = distinct(w.lower() for w in words)
+        keys = np.array([word_hash(w) for w in once], dtype=np.int64)
+        order = np.argsort(keys)
+        keys = keys[order]
+        found = np.zeros((len(keys), len(self.names)), dtype=np.float32)
         for j, name in enumerate(self.names):
             table = self.hashes[name]
             if len(table) and len(keys):
                 pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
-                out[:, j] = table[pos] == keys
-        return out
+                found[order, j] = table[pos] == keys
+        return found[where]
 
     def __len__(self) -> int:
         return len(self.names)

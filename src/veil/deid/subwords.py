@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from veil.core.errors import DataError
+from veil.deid.corpus import distinct
 
 DIM = 64
 TABLE = Path(__file__).with_name("subwords.npz")
@@ -77,7 +78,8 @@ class Subwords:
         """``(len(words), DIM + 1)`` float32: each word's mean piece vector and one-piece flag."""
         if not words:
             return np.zeros((0, self.width), dtype=np.float32)
-        return np.stack([self._row(w) for w in words])
+        once, where = distinct(words)
+        return np.stack([self._row(w) for w in once])[where]
 
 
 def table_digest(pieces: list[str], vectors: np.ndarray) -> str:
