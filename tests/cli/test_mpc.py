@@ -110,7 +110,7 @@ def test_a_model_kept_shared_from_training_to_inference(tmp_path, capsys):
     import subprocess
     import sys
 
-    from veil.encrypted.mpc.launch import free_port
+    from veil.core.net import free_port
 
     base = ["mpc", "train", "-d", "digits", "-O", "hidden=[16]", "--steps", "100", "--batch",
             "16", "--limit", "300", "--keep-shared"]  # fmt: skip

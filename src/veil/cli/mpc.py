@@ -21,6 +21,10 @@ COMPARE_HELP = (
     "(32 where interval bounds over --input-range prove it, else 64)."
 )
 RANGE_HELP = "The public range of the input values (auto comparisons are sized on it)."
+MASTER_FD_HELP = (
+    "Rank 0: a socket already listening on --master's port, passed down by the launcher "
+    "(veil's own process launcher; by hand, leave it out)."
+)
 
 
 def _pixel_part(paths: list[Path], holders: str | None, key: Path | None, bits: int):
@@ -76,6 +80,7 @@ def party(
     rank: int = typer.Option(..., help="0: model owner, 1: input owner, last: the dealer."),
     parties: int = typer.Option(2, help="Computing parties: 2, or 3 (rank 2 brings nothing)."),
     master: str = typer.Option(..., help="HOST:PORT where rank 0 listens for the others."),
+    master_fd: int = typer.Option(None, hidden=True, help=MASTER_FD_HELP),
     model: Path = typer.Option(None, help="Rank 0: the .veil model file."),
     data: str = typer.Option(None, "--data", "-d", help="Rank 1: data set to classify."),
     limit: int = typer.Option(100, help="Rank 1: test images (random, seeded)."),
@@ -129,7 +134,7 @@ def party(
         images, labels = test_images(data, limit)
     torch.set_num_threads(1)  # one core per rank: ranks on one machine do not oversubscribe
     dealer = _start_dealer(master, parties) if serve_dealer else None
-    comm = GlooComm(rank, parties, master)
+    comm = GlooComm(rank, parties, master, listen_fd=master_fd)
     try:
         n = torch.tensor([len(images) if images is not None else 1])
         comm.dist.broadcast(n, src=1)
@@ -276,6 +281,7 @@ def train_party(
     rank: int = typer.Option(..., help="0: model owner (and records), 1-2: records, last: dealer."),
     parties: int = typer.Option(2, help="Computing parties (2 or 3), each with its records."),
     master: str = typer.Option(..., help="HOST:PORT where rank 0 listens for the others."),
+    master_fd: int = typer.Option(None, hidden=True, help=MASTER_FD_HELP),
     data: str = typer.Option(..., "--data", "-d", help="Data set: each party takes its part."),
     limit: int = typer.Option(None, help="Records drawn from the training split (seeded)."),
     model: Path = typer.Option(None, help="Rank 0: the initial .veil model (an MLP)."),
@@ -314,7 +320,7 @@ def train_party(
         x, y = parts_of(*sample_arrays(data, "train", limit, seed), parties)[rank]
     classes = len(loaded.classes) if loaded else 0
     torch.set_num_threads(1)
-    comm = GlooComm(rank, parties, master)
+    comm = GlooComm(rank, parties, master, listen_fd=master_fd)
     try:
         n = torch.tensor([classes])
         comm.dist.broadcast(n, src=0)

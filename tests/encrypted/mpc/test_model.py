@@ -105,6 +105,7 @@ def test_ranks_stop_as_soon_as_one_fails():
 def test_three_processes_agree_with_threads(tmp_path, monkeypatch):
     from veil.cli.main import main
     from veil.core.io import load_model
+    from veil.core.net import listening
     from veil.encrypted.mpc import launch
     from veil.encrypted.mpc.launch import run_processes
 
@@ -128,18 +129,17 @@ def test_three_processes_agree_with_threads(tmp_path, monkeypatch):
         )
         == 0
     )
-    # the first port chosen is taken before rank 0 listens on it: the ranks start again on
-    # another one
-    listener, ports, free = _silent_listener(), [], launch.free_port
+    # the launcher binds the port and hands rank 0 the socket: rank 0 binding it again would
+    # fail (its own inherited socket holds it), so the run shows the socket was used
+    sockets = []
 
-    def taken_first() -> int:
-        ports.append(free() if ports else listener.getsockname()[1])
-        return ports[-1]
+    def recorded(host, port):
+        sockets.append(listening(host, port))
+        return sockets[-1]
 
-    monkeypatch.setattr(launch, "free_port", taken_first)
-    with listener:
-        over_tcp = run_processes(path, "digits", 30)
-    assert len(ports) == 2 and ports[0] != ports[1]
+    monkeypatch.setattr(launch, "listening", recorded)
+    over_tcp = run_processes(path, "digits", 30)
+    assert len(sockets) == 1 and sockets[0].fileno() == -1  # closed here once rank 0 had it
     loaded = load_model(path)
     shared = compile_shared(loaded.model, loaded.spec.input_shape)
     from veil.encrypted.mpc.infer import test_images as _images

@@ -183,7 +183,17 @@ class _LocalComm(Comm):
 class GlooComm(Comm):
     """Processes over TCP: ``torch.distributed`` with gloo; rank ``parties`` is the dealer."""
 
-    def __init__(self, rank: int, parties: int, master: str, timeout_s: float = 120.0):
+    def __init__(
+        self,
+        rank: int,
+        parties: int,
+        master: str,
+        timeout_s: float = 120.0,
+        listen_fd: int | None = None,
+    ):
+        """``listen_fd``: rank 0 only, a socket already listening on ``master``'s port (the
+        launcher binds it and passes it down, so no other process can take the port between
+        its choice and rank 0's start); without it rank 0 binds the port itself."""
         import datetime
 
         import torch.distributed as dist
@@ -195,14 +205,15 @@ class GlooComm(Comm):
         self.rank, self.parties, self.world = rank, parties, parties + 1
         if not 0 <= rank < self.world:
             raise MPCError(f"rank {rank} outside 0..{self.world - 1}")
+        if listen_fd is not None and rank != 0:
+            raise MPCError(f"only rank 0 listens for the others; rank {rank} got a socket")
         self.dist = dist
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://{host}:{port}",
-            rank=rank,
-            world_size=self.world,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
+        timeout = datetime.timedelta(seconds=timeout_s)
+        # every rank meets at rank 0's store (rank 0 serves it, on the socket if given)
+        store = dist.TCPStore(host, int(port), self.world, rank == 0, timeout,
+                              master_listen_fd=listen_fd)  # fmt: skip
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=self.world,
+                                timeout=timeout)  # fmt: skip
 
     def _send(self, to, tensor):
         return self.dist.isend(tensor, dst=to)

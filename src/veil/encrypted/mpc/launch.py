@@ -13,31 +13,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from veil.core.net import free_port
+from veil.core.net import listening
 from veil.encrypted.mpc.ring import MPCError
-
-PORT_TRIES = 3
 
 
 def run_ranks(commands: Callable[[str], list[list[str]]], what: str, timeout_s: float) -> None:
-    """Run one ``veil mpc`` command per rank, ``commands(master)`` for a free port on
-    127.0.0.1; wait for all, and raise with the first failed rank's last error line.
+    """Run one ``veil mpc`` command per rank, ``commands(master)`` (rank 0's first) for a
+    port on 127.0.0.1; wait for all, and raise with the first failed rank's last error line.
 
-    As soon as one rank fails the others are stopped: a rank whose partner died waits for it
-    (a rank connecting to a port that something else answers waits past its own timeout),
-    which held a run until ``timeout_s``. The port is free when chosen but may be taken
-    before rank 0 listens on it (any process on the machine can bind it, or use it as the
-    source port of a connection): then the ranks start again on another port, up to
-    ``PORT_TRIES`` times."""
-    for attempt in range(PORT_TRIES):
-        try:
-            return _run_once(commands(f"127.0.0.1:{free_port()}"), what, timeout_s)
-        except MPCError as e:
-            if "EADDRINUSE" not in str(e) or attempt == PORT_TRIES - 1:
-                raise
+    The port is bound here and rank 0 is handed the listening socket (``--master-fd``), so
+    it is held from the moment it is chosen: no other process can take it before rank 0
+    listens (a port picked free, released and bound by rank 0 later could be, and then the
+    ranks failed with EADDRINUSE or met a stranger). As soon as one rank fails the others
+    are stopped: a rank whose partner died waits for it, which held a run until
+    ``timeout_s``."""
+    with listening("127.0.0.1", 0) as sock:
+        argv = commands(f"127.0.0.1:{sock.getsockname()[1]}")
+        argv[0] = [*argv[0], "--master-fd", str(sock.fileno())]
+        _run_once(argv, what, timeout_s, sock)
 
 
-def _run_once(commands: list[list[str]], what: str, timeout_s: float) -> None:
+def _run_once(commands: list[list[str]], what: str, timeout_s: float, sock) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "veil.cli.main", "-q", "mpc"]
     with contextlib.ExitStack() as stack:
@@ -45,9 +41,16 @@ def _run_once(commands: list[list[str]], what: str, timeout_s: float) -> None:
         # pipe (64 KiB) would block on it
         logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
         procs = [
-            subprocess.Popen([*base, *c], stderr=log, start_new_session=True, env=env)
-            for c, log in zip(commands, logs, strict=True)
+            subprocess.Popen(
+                [*base, *c],
+                stderr=log,
+                start_new_session=True,
+                env=env,
+                pass_fds=() if r else (sock.fileno(),),
+            )  # fmt: skip
+            for r, (c, log) in enumerate(zip(commands, logs, strict=True))
         ]
+        sock.close()  # rank 0 holds it now
         stack.callback(_stop, procs)
         failed = _wait_all(procs, what, timeout_s)
         if failed is not None:
