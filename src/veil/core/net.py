@@ -45,6 +45,32 @@ def serve(app, sock: socket.socket) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
+def stop_groups(procs, grace_s: float = 0.0) -> None:
+    """Stop child processes started with ``start_new_session``, each with its whole process
+    group (what it started too), and reap them. With ``grace_s``: SIGTERM, then SIGKILL for
+    what still runs after that many seconds (all share one deadline); without: SIGKILL."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import time
+
+    def group(proc, sig) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the group has ended
+            os.killpg(proc.pid, sig)
+
+    procs = list(procs)
+    for proc in procs:
+        group(proc, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            group(proc, signal.SIGKILL)
+            proc.wait()
+
+
 class ServiceProcess:
     """A ``veil ... serve`` command as a child process on 127.0.0.1, stopped by PID.
 
@@ -114,19 +140,10 @@ class ServiceProcess:
         raise VeilError(f"the {self.what} did not start within {self.wait_s:.0f} s")
 
     def __exit__(self, *exc) -> None:
-        import os
         import shutil
-        import signal
 
         if self.process is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=20)
-            except ProcessLookupError:
-                pass
-            except Exception:  # noqa: BLE001 - it would not stop: make sure it does
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop_groups([self.process], grace_s=20)
             self.process = None
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)

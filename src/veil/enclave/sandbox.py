@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.core.errors import VeilError
+from veil.core.net import stop_groups
 from veil.enclave.confine import MAGIC, STATUS
 
 HEADER = 9
@@ -138,7 +139,7 @@ def run_confined(
             out, timed_out = _collect(read_end, proc, limits, start)
         finally:
             os.close(read_end)
-            _stop(proc)
+            stop_groups([proc])
     outcome = _outcome(out, proc.returncode, timed_out, limits)
     outcome.seconds = _pad(start, limits.pad_s)
     return outcome
@@ -171,13 +172,6 @@ def _collect(fd: int, proc, limits: Limits, start: float) -> tuple[bytes, bool]:
     except subprocess.TimeoutExpired:
         return b"".join(chunks), True
     return b"".join(chunks), False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _outcome(out: bytes, code: int | None, timed_out: bool, limits: Limits) -> Outcome:
@@ -293,7 +287,7 @@ class ConfinedWorker:
         self._broken = True
         with contextlib.suppress(OSError, ValueError):
             self._proc.stdin.close()
-        _stop(self._proc)
+        stop_groups([self._proc])
         with contextlib.suppress(OSError):
             os.close(self._read)
         self._tmp.cleanup()

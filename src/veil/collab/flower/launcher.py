@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from veil.core.errors import VeilError
-from veil.core.net import free_port
+from veil.core.net import free_port, stop_groups
 
 APP_FILES = {
     "veil_app/__init__.py": '"""veil collaborative training as a Flower app."""\n',
@@ -160,17 +160,8 @@ class Processes:
 
     def stop(self) -> None:
         """Stop every process started here, by PID (its whole process group)."""
+        stop_groups(self.procs, grace_s=5)
         for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
             proc.log_file.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from veil.core.net import listening
+from veil.core.net import listening, stop_groups
 from veil.encrypted.mpc.ring import MPCError
 
 
@@ -51,7 +50,7 @@ def _run_once(commands: list[list[str]], what: str, timeout_s: float, sock) -> N
             for r, (c, log) in enumerate(zip(commands, logs, strict=True))
         ]
         sock.close()  # rank 0 holds it now
-        stack.callback(_stop, procs)
+        stack.callback(stop_groups, procs)
         failed = _wait_all(procs, what, timeout_s)
         if failed is not None:
             logs[failed].seek(0)
@@ -70,13 +69,6 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> int
         if time.perf_counter() > deadline:
             raise MPCError(f"{what} did not finish in {timeout_s:.0f} s")
         time.sleep(0.05)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def run_processes(
