@@ -39,18 +39,19 @@ def _run_once(commands: list[list[str]], what: str, timeout_s: float, sock) -> N
         # files, not pipes: nobody reads them while the ranks run, and a rank that filled a
         # pipe (64 KiB) would block on it
         logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
-        procs = [
-            subprocess.Popen(
-                [*base, *c],
-                stderr=log,
-                start_new_session=True,
-                env=env,
-                pass_fds=() if r else (sock.fileno(),),
-            )  # fmt: skip
-            for r, (c, log) in enumerate(zip(commands, logs, strict=True))
-        ]
+        procs: list[subprocess.Popen] = []
+        stack.callback(stop_groups, procs)  # also those started if a later one cannot be
+        for r, (c, log) in enumerate(zip(commands, logs, strict=True)):
+            procs.append(
+                subprocess.Popen(
+                    [*base, *c],
+                    stderr=log,
+                    start_new_session=True,
+                    env=env,
+                    pass_fds=() if r else (sock.fileno(),),  # rank 0 listens on the socket
+                )
+            )
         sock.close()  # rank 0 holds it now
-        stack.callback(stop_groups, procs)
         failed = _wait_all(procs, what, timeout_s)
         if failed is not None:
             logs[failed].seek(0)
