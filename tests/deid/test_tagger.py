@@ -85,7 +85,7 @@ def test_calibrate_pools_held_out_counts_with_the_dev_notes(tiny_tagger):
     import numpy as np
 
     from veil.deid.evaluate import scores
-    from veil.deid.tagger import BIASES
+    from veil.deid.tagger import BIASES, pick_bias
 
     dev, more, bias = synthetic_notes(30, seed=4), synthetic_notes(20, seed=6), tiny_tagger.o_bias
     pooled = np.stack([c for _, c in tiny_tagger.sweep_counts(more, BIASES)])
@@ -98,6 +98,10 @@ def test_calibrate_pools_held_out_counts_with_the_dev_notes(tiny_tagger):
     assert point["recall"] == scores(np.concatenate([counts, pooled[i]]))["recall"]
     with pytest.raises(ValueError, match="grid has"):
         tiny_tagger.calibrate(dev, min_precision=0.5, pooled=pooled[:3])
+    # kept counts alone give the same choice, for each rule (no tagger needed)
+    for rule in ({"target_recall": 0.9}, {"min_precision": 0.8, "confidence": 0.75}):
+        kept = zip(BIASES, pooled, strict=True)
+        assert pick_bias(kept, **rule) == tiny_tagger.calibrate(more, **rule)
     tiny_tagger.o_bias = bias
 
 

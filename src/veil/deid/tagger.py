@@ -479,8 +479,7 @@ class Tagger:
             swept = (
                 (b, np.concatenate([c, more])) for (b, c), more in zip(swept, pooled, strict=True)
             )
-        points = [_point(b, c, confidence) for b, c in swept]
-        best = _choose(points, target_recall, min_precision, confidence is not None)
+        best = pick_bias(swept, target_recall, min_precision, confidence)
         if min_precision is None:
             goal = {"target_recall": target_recall}
         else:
@@ -551,6 +550,14 @@ class Tagger:
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
+
+
+def pick_bias(swept, target_recall: float = 0.97, min_precision=None, confidence=None) -> dict:
+    """The point :meth:`Tagger.calibrate` chooses (its rules) from ``(bias, counts)`` pairs in
+    increasing bias, ``counts`` per note (:func:`veil.deid.evaluate.token_counts`): for
+    reading another rule off kept counts without a tagger."""
+    points = [_point(b, c, confidence) for b, c in swept]
+    return _choose(points, target_recall, min_precision, confidence is not None)
 
 
 def _point(bias: float, counts: np.ndarray, confidence: float | None) -> dict:
