@@ -73,6 +73,11 @@ def scored(tagger, dev, test, calibration: dict, draws: int = 1000):
     return point, result
 
 
+def goal_met(result: dict) -> bool:
+    """The issue's goal: test token recall >= 0.97 with precision >= 0.90."""
+    return result["token_recall"] >= 0.97 and result["token_precision"] >= 0.90
+
+
 def curve(tagger, test):
     """Test token recall/precision at several biases (what the knob trades)."""
     return list(tagger.sweep(test, (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)))

@@ -84,12 +84,10 @@ def main() -> None:
         "networks_are": "copies of the shipped tagger's network",
         **{f"{k}_notes_per_s": len(sample) / statistics.median(v) for k, v in times.items()},
     }
-    for base in ("presidio_patterns", "presidio_spacy"):
-        if base in times:
-            for n in taggers:
-                res[f"speedup_vs_{base}_networks{n}"] = statistics.median(
-                    p / t for p, t in zip(times[base], times[f"tagger_{n}"], strict=True)
-                )
+    for n in taggers:  # Presidio's time over the tagger's, median over rounds
+        for base, ratio in common.ratios(times, f"tagger_{n}").items():
+            if base.startswith("presidio"):
+                res[f"speedup_vs_{base}_networks{n}"] = ratio
     res["stages"] = {n: stages(t, sample, rounds) for n, t in taggers.items()}
     res["seconds"] = round(time.perf_counter() - started, 1)
     common.write_results("deid_speed", res, args, "torch", "presidio_analyzer", "spacy")

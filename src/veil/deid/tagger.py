@@ -373,7 +373,8 @@ class Tagger:
             group = parts[g : g + 16]
             batches = [(w, c, f, n) for w, c, f, _, n, _ in map(_batch, group)]
             for part, em in zip(group, self.net.batched(batches), strict=True):
-                out.extend((c, em.numpy()[j, : len(c.toks)]) for j, c in enumerate(part))
+                em = em.numpy()
+                out.extend((c, em[j, : len(c.toks)]) for j, c in enumerate(part))
         return out
 
     @torch.no_grad()
