@@ -1,3 +1,7 @@
+import threading
+import time
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -275,3 +279,52 @@ def test_an_ensemble_tags_with_the_mean_of_its_networks_scores_and_survives_a_fi
         Options(networks=0)
     with pytest.raises(ConfigError, match="ensemble"):
         train_dssgd(notes, lexicon, sites=2, rounds=1, opts=Options(**small, networks=2))
+
+
+def test_side_by_side_keeps_order_and_a_failure_stops_the_rest():
+    from veil.deid.tagger import side_by_side
+
+    threads = torch.get_num_threads()
+    assert side_by_side(lambda x: (x, torch.get_num_threads()), [3, 1, 2]) == [
+        (x, max(1, threads // 3)) for x in (3, 1, 2)
+    ]
+    assert torch.get_num_threads() == threads
+    stop, started = threading.Event(), time.perf_counter()
+
+    def work(x):
+        if x == "fail":
+            raise ValueError("broken input")
+        while not stop.is_set():  # a long training that checks stop
+            if time.perf_counter() - started > 30:
+                return "ran on"
+            time.sleep(0.01)
+        return "stopped"
+
+    with pytest.raises(ValueError, match="broken input"):
+        side_by_side(work, ["long", "fail"], stop)
+    assert stop.is_set() and time.perf_counter() - started < 10
+
+
+def test_an_ensemble_reports_each_epoch_once_with_its_networks_means():
+    from veil.deid.tagger import EpochMeans, Options, Stopped, Tagger
+
+    heard = []
+    report = EpochMeans(2, lambda *a: heard.append(a))
+    report(1, 2.0, 0.5)
+    assert heard == []
+    report(2, 1.0, None)
+    report(1, 4.0, 0.7)
+    assert heard == [(1, 3.0, pytest.approx(0.6))]
+    report(2, 3.0, None)
+    assert heard[1:] == [(2, 2.0, None)]
+
+    notes, heard = synthetic_notes(12), []
+    small = Options(epochs=3, hidden=8, word_dim=8, char_dim=8, char_filters=8, networks=2)
+    Tagger.train(notes, Lexicon.empty(), small, dev=notes[:3], progress=lambda *a: heard.append(a))
+    assert [e for e, _, _ in heard] == [1, 2, 3]
+    assert all(loss > 0 and 0 <= f1 <= 1 for _, loss, f1 in heard)
+    tagger = Tagger.train(notes, Lexicon.empty(), replace(small, networks=1, epochs=1))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        tagger.fit(tagger.encoder.encode(notes), stop=stop)

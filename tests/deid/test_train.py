@@ -1,8 +1,11 @@
+import numpy as np
 import pytest
+import torch
 
 from veil.core.errors import ConfigError
+from veil.deid.corpus import split_patients
 from veil.deid.lexicon import Lexicon
-from veil.deid.tagger import BIASES, Options
+from veil.deid.tagger import BIASES, Options, Tagger
 from veil.deid.train import held_out_counts, train_tagger
 
 from .conftest import synthetic_notes
@@ -34,7 +37,24 @@ def test_held_out_counts_score_every_note_once_by_a_tagger_that_did_not_see_it()
     # every bias sees the same gold PHI tokens: true positives plus misses
     phi = counts[:, :, 0].sum(1) + counts[:, :, 2].sum(1)
     assert (phi == phi[0]).all() and phi[0] > 0
-    assert len(lines) == 3 and lines[-1].startswith("fold 3/3")
+    assert len(lines) == 4 and "cross-fitting: epoch 1/1 of 3 taggers, mean loss" in lines[0]
+    assert sorted(line.split(":")[0] for line in lines if line.startswith("fold")) == [
+        "fold 1/3", "fold 2/3", "fold 3/3"
+    ]  # fmt: skip
+    # the folds trained side by side are the taggers each trains alone on one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = []
+        for part in split_patients(notes, (1.0,) * 3, opts.seed):
+            held = {n.patient for n in part}
+            tagger = Tagger.train(
+                [n for n in notes if n.patient not in held], Lexicon.empty(), opts
+            )
+            alone.append(np.stack([c for _, c in tagger.sweep_counts(part, sorted(BIASES))]))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(counts, np.concatenate(alone, axis=1))
     with pytest.raises(ConfigError, match="at least 2"):
         held_out_counts(notes, Lexicon.empty(), opts, 1)
     with pytest.raises(ConfigError, match="patients"):

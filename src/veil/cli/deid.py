@@ -273,7 +273,7 @@ def train(
         min=0,
         help="Also set the bias on the training patients, each scored by one of this many "
         "more taggers trained without its fold (cross-fitting; e.g. 4: four more trainings "
-        "of 3/4 the size). 0: on the dev patients alone.",
+        "of 3/4 the size, side by side). 0: on the dev patients alone.",
     ),
     miss_cost: float = typer.Option(
         None,
@@ -296,8 +296,9 @@ def train(
     networks: int = typer.Option(
         None,
         min=1,
-        help="Train this many networks (seeds --seed, --seed + 1, ...) and tag with the mean "
-        "of their scores: steadier recall, that many times the training time; default 1.",
+        help="Train this many networks (seeds --seed, --seed + 1, ...) side by side and tag "
+        "with the mean of their scores: steadier recall, about that many times the training "
+        "work; default 1 (the benchmark's recipe: 3).",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:

@@ -14,9 +14,10 @@ the header holds the vocabulary, the options and the bias; the lexicon travels a
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -120,6 +121,9 @@ class TaggerNet(nn.Module):
         super().__init__()
         # the last ``subword_width`` features are a token's subword vector
         self.subword_width, self.subword_dropout = subword_width, opts.subword_dropout
+        # the generator training draws dropout from (None: torch's global one); networks of an
+        # ensemble train side by side in threads, and one global stream would mix their draws
+        self.rng: torch.Generator | None = None
         self.words = nn.Embedding(n_words + 2, opts.word_dim, padding_idx=0)
         self.chars = nn.Embedding(97, opts.char_dim, padding_idx=0)
         self.conv = nn.Conv1d(opts.char_dim, opts.char_filters, 3, padding=1)
@@ -144,17 +148,26 @@ class TaggerNet(nn.Module):
         if self.subword_width:
             feats, sub = feats[..., : -self.subword_width], feats[..., -self.subword_width :]
             if self.training and self.subword_dropout:
-                sub = sub * (torch.rand(sub.shape[:2]) >= self.subword_dropout).unsqueeze(-1)
+                keep = torch.rand(sub.shape[:2], generator=self.rng) >= self.subword_dropout
+                sub = sub * keep.unsqueeze(-1)
             feats = torch.cat([feats, self.subword_proj(sub)], dim=2)
         ch = self.chars(spellings).transpose(1, 2)
         ch = torch.relu(self.conv(ch)).max(dim=2).values[index]
-        x = self.drop(torch.cat([self.words(words), ch, feats], dim=2))
+        x = self.dropout(torch.cat([self.words(words), ch, feats], dim=2))
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         h, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])
-        return self.out(self.drop(h))
+        return self.out(self.dropout(h))
+
+    def dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.drop``, drawing from ``self.rng`` when it is set (the same draws as
+        ``nn.Dropout`` makes from a global generator in that state)."""
+        p = self.drop.p
+        if self.rng is None or not self.training or p == 0:
+            return self.drop(x)
+        return x * torch.empty_like(x).bernoulli_(1 - p, generator=self.rng).div_(1 - p)
 
     def batched(self, batches: list[tuple]) -> list[torch.Tensor]:
         """:meth:`emissions` of each ``(words, chars, feats, lengths)`` batch."""
@@ -197,21 +210,66 @@ class Ensemble(nn.Module):
         a thread per batch 0.120-0.130 s; per network over all batches 0.110 s; one network
         0.085 s)."""
         grad = torch.is_grad_enabled()  # grad mode is per thread: the workers take the caller's
-        threads = torch.get_num_threads()
-        share = max(1, threads // len(self.members))
 
         def one(member: TaggerNet) -> list[torch.Tensor]:
-            torch.set_num_threads(share)
             with torch.set_grad_enabled(grad):
                 return member.batched(batches)
 
-        try:
-            with ThreadPoolExecutor(len(self.members)) as pool:
-                each = list(pool.map(one, self.members))
-        finally:
-            # OpenMP's count is per thread, but a BLAS may hold one for the whole process
-            torch.set_num_threads(threads)
+        each = side_by_side(one, list(self.members))
         return [torch.stack(ems).mean(0) for ems in zip(*each, strict=True)]
+
+
+def side_by_side(work: Callable, items: list, stop: threading.Event | None = None) -> list:
+    """``work(item)`` for each item, each in its own thread with its share of torch's threads
+    (torch's kernels release the GIL); the results in order. The caller's thread count is
+    restored. ``stop`` is set when the caller is interrupted or a worker fails, for work that
+    checks it: the pool waits for its threads before it returns."""
+    threads = torch.get_num_threads()
+    share = max(1, threads // len(items))
+
+    def one(item):
+        torch.set_num_threads(share)
+        return work(item)
+
+    pool = ThreadPoolExecutor(len(items))
+    try:
+        futures = [pool.submit(one, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)  # a failure stops the rest at once
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+        return [f.result() for f in futures]
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        # OpenMP's count is per thread, but a BLAS may hold one for the whole process
+        torch.set_num_threads(threads)
+
+
+class Stopped(Exception):
+    """Training stopped because the work beside it failed or was interrupted."""
+
+
+class EpochMeans:
+    """``progress(epoch, loss, dev_f1)`` once per epoch for networks training side by side,
+    when all have finished it: their mean loss and mean dev F1 (the members', not the
+    ensemble's)."""
+
+    def __init__(self, n: int, progress: Callable):
+        self.n, self.progress, self.seen, self.lock = n, progress, {}, threading.Lock()
+
+    def __call__(self, epoch: int, loss: float, f1: float | None) -> None:
+        with self.lock:
+            rows = self.seen.setdefault(epoch, [])
+            rows.append((loss, f1))
+            if len(rows) == self.n:
+                del self.seen[epoch]
+                f1s = [f for _, f in rows if f is not None]
+                mean_f1 = float(np.mean(f1s)) if f1s else None
+                self.progress(epoch, float(np.mean([x for x, _ in rows])), mean_f1)
 
 
 def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet | Ensemble:
@@ -223,6 +281,16 @@ def encoder_net(encoder: Encoder, opts: Options) -> TaggerNet | Ensemble:
         for _ in range(opts.networks)
     ]
     return nets[0] if opts.networks == 1 else Ensemble(nets)
+
+
+def seeded_net(encoder: Encoder, opts: Options) -> TaggerNet:
+    """A new network initialised from ``opts.seed``, which draws its dropout from a generator
+    of its own that continues the same stream."""
+    torch.manual_seed(opts.seed)
+    net = encoder_net(encoder, opts)
+    net.rng = torch.Generator()
+    net.rng.set_state(torch.get_rng_state())
+    return net
 
 
 def make_encoder(vocab: list[str], lexicon: Lexicon, opts: Options) -> Encoder:
@@ -290,28 +358,39 @@ class Tagger:
         opts: Options | None = None,
         dev: list[Note] | None = None,
         progress=None,
+        stop: threading.Event | None = None,
     ) -> Tagger:
         """Fit a tagger on ``notes``; with ``dev``, keep the epoch with the best dev token F1.
-        With ``opts.networks`` > 1, that many networks train one after the other (seeds
-        ``opts.seed``, ``opts.seed + 1``, ...) and tag as an :class:`Ensemble`."""
+        With ``opts.networks`` > 1, that many networks (seeds ``opts.seed``, ``opts.seed + 1``,
+        ...) train side by side in threads, each with its own dropout generator, and tag as an
+        :class:`Ensemble`; each is the network its seed trains alone. ``progress`` then hears
+        the networks' mean loss and dev F1 once per epoch. Setting ``stop`` (from another
+        thread) stops the training with :class:`Stopped`."""
         opts = opts or Options()
-        if opts.networks > 1:
-            one = [replace(opts, networks=1, seed=opts.seed + i) for i in range(opts.networks)]
-            taggers = [cls.train(notes, lexicon, o, dev, progress) for o in one]
-            info = {"epochs": opts.epochs, "train_s": sum(t.info["train_s"] for t in taggers)}
-            return cls(Ensemble([t.net for t in taggers]), taggers[0].encoder, opts, info=info)
-        torch.manual_seed(opts.seed)
         encoder = make_encoder(build_vocab(notes), lexicon, opts)
-        net = encoder_net(encoder, opts)
-        tagger = cls(net, encoder, opts)
-        tagger.fit(encoder.encode(notes), dev, progress)
-        return tagger
+        chunks = encoder.encode(notes)
+        one = [replace(opts, networks=1, seed=opts.seed + i) for i in range(opts.networks)]
+        taggers = [cls(seeded_net(encoder, o), encoder, o) for o in one]
+        if opts.networks == 1:
+            taggers[0].fit(chunks, dev, progress, stop)
+            return taggers[0]
+        stop, report = stop or threading.Event(), progress and EpochMeans(len(taggers), progress)
+        side_by_side(lambda t: t.fit(chunks, dev, report, stop), taggers, stop)
+        info = {"epochs": opts.epochs, "train_s": max(t.info["train_s"] for t in taggers)}
+        return cls(Ensemble([t.net for t in taggers]), encoder, opts, info=info)
 
-    def fit(self, chunks: list[Encoded], dev: list[Note] | None = None, progress=None) -> None:
+    def fit(
+        self,
+        chunks: list[Encoded],
+        dev: list[Note] | None = None,
+        progress=None,
+        stop: threading.Event | None = None,
+    ) -> None:
         """Train the network for ``opts.epochs`` epochs on encoded chunks, keeping the epoch
         with the best token F1 on ``dev`` (without ``dev``, the last epoch) or, with
         ``opts.average_last``, the mean weights of that many last epochs (then the dev notes
-        choose nothing and stay unbiased for calibration)."""
+        choose nothing and stay unbiased for calibration). Raises :class:`Stopped` at the
+        next batch once ``stop`` is set."""
         opts, net = self.opts, self.net
         rng = np.random.default_rng(opts.seed)
         optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
@@ -320,7 +399,7 @@ class Tagger:
         # dev F1 picks the epoch, or only shows progress when the weights are averaged
         scored = bool(dev) and (progress is not None or not opts.average_last)
         for epoch in range(opts.epochs):
-            loss = self.epoch(chunks, optim, rng)
+            loss = self.epoch(chunks, optim, rng, stop)
             if opts.epochs - epoch <= opts.average_last:
                 mean, averaged = _running_mean(mean, net.state_dict(), averaged), averaged + 1
             score = self.token_f1(dev) if scored else epoch  # no dev: keep the last epoch
@@ -331,11 +410,15 @@ class Tagger:
         net.load_state_dict(mean if mean is not None else best_state)
         self.info.update(epochs=opts.epochs, train_s=round(time.perf_counter() - started, 1))
 
-    def epoch(self, chunks: list[Encoded], optim, rng) -> float:
+    def epoch(
+        self, chunks: list[Encoded], optim, rng, stop: threading.Event | None = None
+    ) -> float:
         """One pass over ``chunks`` in a random order; the mean loss."""
         net, batch = self.net.train(), self.opts.batch
         order, total = rng.permutation(len(chunks)), 0.0
         for i in range(0, len(order), batch):
+            if stop is not None and stop.is_set():
+                raise Stopped("stopped: the training beside this one failed or was interrupted")
             loss = self.loss([chunks[j] for j in order[i : i + batch]], rng)
             optim.zero_grad()
             loss.backward()

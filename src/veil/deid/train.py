@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,21 +47,35 @@ def held_out_counts(
     average weights) and decodes that one. A tagger trained on all of ``notes`` can then set
     its recall bias on them too (``Tagger.calibrate(..., pooled=...)``), not only on a dev
     split of a few patients: cross-fitting, at the price of ``folds`` more trainings of
-    (folds - 1) / folds the size.
+    (folds - 1) / folds the size. The fold taggers train side by side (threads sharing
+    torch's; :func:`~veil.deid.tagger.side_by_side`), each as it would alone with its share;
+    ``echo`` hears each epoch they have all finished and each fold scored.
     """
-    from veil.deid.tagger import BIASES, Tagger
+    from veil.deid.tagger import BIASES, EpochMeans, Tagger, side_by_side
 
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
     grid = sorted(grid or BIASES)
-    out = []
-    for i, part in enumerate(split_patients(notes, (1.0,) * folds, opts.seed)):
-        if not part:
-            raise ConfigError(f"{folds} folds but only {len({n.patient for n in notes})} patients")
-        held = {n.patient for n in part}
-        tagger = Tagger.train([n for n in notes if n.patient not in held], lexicon, opts, dev)
-        out.append(np.stack([c for _, c in tagger.sweep_counts(part, grid)]))
-        echo(f"fold {i + 1}/{folds}: {len(part)} notes scored by a tagger trained without them")
+    parts = split_patients(notes, (1.0,) * folds, opts.seed)
+    if not all(parts):
+        raise ConfigError(f"{folds} folds but only {len({n.patient for n in notes})} patients")
+
+    def epoch_done(epoch, loss, _f1):
+        echo(f"cross-fitting: epoch {epoch}/{opts.epochs} of {folds} taggers, "
+             f"mean loss {loss:.3f}")  # fmt: skip
+
+    report, stop = EpochMeans(folds, epoch_done), threading.Event()
+
+    def fold(i: int) -> np.ndarray:
+        held = {n.patient for n in parts[i]}
+        rest = [n for n in notes if n.patient not in held]
+        tagger = Tagger.train(rest, lexicon, opts, dev, report, stop)
+        counts = np.stack([c for _, c in tagger.sweep_counts(parts[i], grid)])
+        echo(f"fold {i + 1}/{folds}: {len(parts[i])} notes scored by a tagger trained "
+             "without them")  # fmt: skip
+        return counts
+
+    out = side_by_side(fold, list(range(folds)), stop)
     return np.concatenate(out, axis=1)
 
 
