@@ -1,6 +1,7 @@
 """De-identification benchmarks on the PhysioNet deid notes, split by patient (70/15/15).
 
-The headline tagger trains on the train and dev patients for 20 epochs (run 11 on;
+The headline tagger is three networks (``--networks``; run 12 on, runs 1-11: one) whose CRF
+scores are averaged, trained on the train and dev patients for 20 epochs (run 11 on;
 ``--no-train-on-dev``: on the train patients alone, as runs 1-10 did), keeps the mean weights
 of the last 10 (``--average-last``; runs 1-8 kept the epoch with the best dev F1, which made
 the dev precision read optimistic), sets its recall bias on held-out notes and is scored on
@@ -11,9 +12,12 @@ by one of four more taggers trained without its fold (cross-fitting,
 A tagger trained on the train patients alone is scored too, as the centralized comparator of
 the collaborative runs and for the dev-only points below.
 The headline bias is the one with the highest token recall on those notes whose precision
-is >= 0.90 (``--min-precision``; the goal is recall with precision >= 0.90) with 90%
-confidence (``--confidence``: a bootstrap lower bound over the notes; runs 1-8 took the dev
-precision itself, which overstated test precision by 0.02-0.05 in 5 of 6 runs). Reported
+is >= 0.90 (``--min-precision``; the goal is recall with precision >= 0.90) with 75%
+confidence (``--confidence``: a bootstrap lower bound over the notes; runs 9-11: 90%; runs 1-8
+took the dev precision itself, which overstated test precision by 0.02-0.05 in 5 of 6 runs).
+Three networks and 75% are the recipe that met the goal for three seeds of three
+(``bench_deid_seeds.py``, ``bench_deid_rules.py``; seed 2 the confirmation run named
+beforehand). Reported
 beside it: the same rule on the dev notes alone (``at_dev_only``, run 9's headline), the
 plain precision on dev alone (``at_dev_precision``) and pooled (``at_pooled_precision``),
 and the smallest bias reaching dev recall 0.94 (``--target-recall``, ``at_target_recall``).
@@ -88,7 +92,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--min-precision", type=float, default=0.90)
-    p.add_argument("--confidence", type=float, default=0.90)
+    p.add_argument("--confidence", type=float, default=0.75,
+                   help="of the fold precision floor (run 12 on; runs 9-11: 0.90)")  # fmt: skip
     p.add_argument("--average-last", type=int, default=10,
                    help="mean weights of the last K epochs (0: the best dev epoch)")  # fmt: skip
     p.add_argument("--target-recall", type=float, default=0.94)
@@ -99,7 +104,7 @@ def main() -> None:
                    help="the headline tagger trains on the train and dev patients and the "
                    "folds run over both (`veil deid train --dev-fraction 0 --folds K`; run "
                    "11 on); the train-only tagger stays the collab comparison")  # fmt: skip
-    p.add_argument("--networks", type=int, default=1,
+    p.add_argument("--networks", type=int, default=3,
                    help="networks of the headline tagger (and of its fold taggers), their "
                    "scores averaged; needs --train-on-dev (the train-only tagger stays one "
                    "network: it is the collaborative runs' comparator)")  # fmt: skip
