@@ -2,7 +2,8 @@
 
 An ensemble's networks (``Options.networks``) and cross-fitting's fold taggers
 (``veil.deid.train.held_out_counts``) train side by side in threads, each with its share of
-torch's threads and a dropout generator of its own (``veil.deid.tagger.side_by_side``).
+torch's threads and a dropout generator of its own (``veil.deid.tagger.side_by_side``); fold
+taggers as many at once as torch has threads per network.
 Until now they trained one after the other, each on all of torch's threads. This script
 times both ways in one process, round by round in rotating order, on the first train
 patients' notes of the bench split with torch on 2 threads (as ``bench_deid.py``): an

@@ -303,6 +303,21 @@ def test_side_by_side_keeps_order_and_a_failure_stops_the_rest():
     with pytest.raises(ValueError, match="broken input"):
         side_by_side(work, ["long", "fail"], stop)
     assert stop.is_set() and time.perf_counter() - started < 10
+    # fewer workers than items: shares by workers; after a failure the rest never start
+    assert (
+        side_by_side(lambda x: torch.get_num_threads(), [1, 2, 3, 4], workers=2)
+        == [max(1, threads // 2)] * 4
+    )
+    ran = []
+
+    def record(x):
+        ran.append(x)
+        if x == 0:
+            raise ValueError("first fails")
+
+    with pytest.raises(ValueError, match="first fails"):
+        side_by_side(record, [0, 1, 2], workers=1)
+    assert ran == [0]
 
 
 def test_an_ensemble_reports_each_epoch_once_with_its_networks_means():

@@ -6,7 +6,7 @@ from veil.core.errors import ConfigError
 from veil.deid.corpus import split_patients
 from veil.deid.lexicon import Lexicon
 from veil.deid.tagger import BIASES, Options, Tagger
-from veil.deid.train import held_out_counts, train_tagger
+from veil.deid.train import EpochCount, held_out_counts, train_tagger
 
 from .conftest import synthetic_notes
 
@@ -37,7 +37,8 @@ def test_held_out_counts_score_every_note_once_by_a_tagger_that_did_not_see_it()
     # every bias sees the same gold PHI tokens: true positives plus misses
     phi = counts[:, :, 0].sum(1) + counts[:, :, 2].sum(1)
     assert (phi == phi[0]).all() and phi[0] > 0
-    assert len(lines) == 4 and "cross-fitting: epoch 1/1 of 3 taggers, mean loss" in lines[0]
+    progress = [line for line in lines if line.startswith("cross-fitting")]
+    assert len(lines) == 4 and progress[0].startswith("cross-fitting: 3/3 epochs of 3 taggers")
     assert sorted(line.split(":")[0] for line in lines if line.startswith("fold")) == [
         "fold 1/3", "fold 2/3", "fold 3/3"
     ]  # fmt: skip
@@ -86,3 +87,14 @@ def test_train_tagger_on_every_patient_sets_the_bias_on_the_folds_alone():
         train_tagger(notes, dev_fraction=0, opts=Options(hidden=16))
     with pytest.raises(ConfigError, match="dev_fraction"):
         train_tagger(notes, dev_fraction=1.0, opts=Options(hidden=16))
+
+
+def test_cross_fitting_progress_counts_epochs_however_the_folds_interleave():
+    lines = []
+    count = EpochCount(2, 3, lines.append)
+    for loss in (1.0, 3.0, 2.0, 2.0, 5.0):
+        count(1, loss, None)
+    assert lines == ["cross-fitting: 2/6 epochs of 2 taggers, mean loss 2.000",
+                     "cross-fitting: 4/6 epochs of 2 taggers, mean loss 2.000"]  # fmt: skip
+    count(3, 1.0, None)
+    assert lines[-1] == "cross-fitting: 6/6 epochs of 2 taggers, mean loss 3.000"

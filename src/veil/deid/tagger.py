@@ -219,19 +219,23 @@ class Ensemble(nn.Module):
         return [torch.stack(ems).mean(0) for ems in zip(*each, strict=True)]
 
 
-def side_by_side(work: Callable, items: list, stop: threading.Event | None = None) -> list:
-    """``work(item)`` for each item, each in its own thread with its share of torch's threads
-    (torch's kernels release the GIL); the results in order. The caller's thread count is
-    restored. ``stop`` is set when the caller is interrupted or a worker fails, for work that
-    checks it: the pool waits for its threads before it returns."""
+def side_by_side(
+    work: Callable, items: list, stop: threading.Event | None = None, workers: int | None = None
+) -> list:
+    """``work(item)`` for each item in ``workers`` threads (default: one per item), each with
+    its share of torch's threads (torch's kernels release the GIL); the results in order. The
+    caller's thread count is restored. ``stop`` is set when the caller is interrupted or a
+    worker fails, for work that checks it; items not yet started are dropped, and the pool
+    waits for its threads before it returns."""
     threads = torch.get_num_threads()
-    share = max(1, threads // len(items))
+    workers = min(len(items), workers or len(items))
+    share = max(1, threads // workers)
 
     def one(item):
         torch.set_num_threads(share)
         return work(item)
 
-    pool = ThreadPoolExecutor(len(items))
+    pool = ThreadPoolExecutor(workers)
     try:
         futures = [pool.submit(one, item) for item in items]
         wait(futures, return_when=FIRST_EXCEPTION)  # a failure stops the rest at once
@@ -244,7 +248,7 @@ def side_by_side(work: Callable, items: list, stop: threading.Event | None = Non
             stop.set()
         raise
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         # OpenMP's count is per thread, but a BLAS may hold one for the whole process
         torch.set_num_threads(threads)
 
