@@ -69,7 +69,9 @@ def held_out_counts(
     def fold(i: int) -> np.ndarray:
         held = {n.patient for n in parts[i]}
         rest = [n for n in notes if n.patient not in held]
-        tagger = Tagger.train(rest, lexicon, opts, dev, report, stop)
+        # with averaged weights dev picks nothing: not scored each epoch for progress alone
+        tagger = Tagger.train(rest, lexicon, opts, None if opts.average_last else dev, report,
+                              stop)  # fmt: skip
         counts = np.stack([c for _, c in tagger.sweep_counts(parts[i], grid)])
         echo(f"fold {i + 1}/{folds}: {len(parts[i])} notes scored by a tagger trained "
              "without them")  # fmt: skip
