@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -51,6 +52,26 @@ def folds_in_turn(train, lexicon, opts: Options, folds: int) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
+# each case: networks per tagger, and folds (0: the tagger alone, no cross-fitting)
+CASES = {"ensemble2": (2, 0), "ensemble3": (3, 0), "folds4": (1, 4), "folds4_ensemble3": (3, 4)}
+
+
+def together(train, lexicon, opts: Options, networks: int, folds: int):
+    """The case as veil runs it: networks (and folds) side by side."""
+    opts = replace(opts, networks=networks)
+    if folds:
+        return held_out_counts(train, lexicon, opts, folds, echo=lambda _line: None)
+    return Tagger.train(train, lexicon, opts)
+
+
+def in_turn(train, lexicon, opts: Options, networks: int, folds: int):
+    """The case one network after the other, each on all of torch's threads."""
+    opts = replace(opts, networks=networks)
+    if folds:
+        return folds_in_turn(train, lexicon, opts, folds)
+    return one_after_the_other(train, lexicon, opts)
+
+
 def same_as_alone(train, lexicon, opts: Options) -> bool:
     """Whether an ensemble's last network equals its seed trained alone on one thread."""
     together = Tagger.train(train, lexicon, opts)
@@ -74,23 +95,10 @@ def main() -> None:
     rounds = 1 if args.quick else 3
     lexicon = Lexicon.from_folder(default_folder())
     opts = Options(epochs=1 if args.quick else 2, average_last=1)
-    quiet = {"echo": lambda _line: None}
-    cases = {
-        "ensemble2": lambda: Tagger.train(train, lexicon, replace(opts, networks=2)),
-        "ensemble3": lambda: Tagger.train(train, lexicon, replace(opts, networks=3)),
-        "folds4": lambda: held_out_counts(train, lexicon, opts, 4, **quiet),
-        "folds4_ensemble3": lambda: held_out_counts(
-            train, lexicon, replace(opts, networks=3), 4, **quiet
-        ),
-    }
-    in_turn = {
-        "ensemble2": lambda: one_after_the_other(train, lexicon, replace(opts, networks=2)),
-        "ensemble3": lambda: one_after_the_other(train, lexicon, replace(opts, networks=3)),
-        "folds4": lambda: folds_in_turn(train, lexicon, opts, 4),
-        "folds4_ensemble3": lambda: folds_in_turn(train, lexicon, replace(opts, networks=3), 4),
-    }
-    fns = {f"{k}_side_by_side": f for k, f in cases.items()}
-    fns |= {f"{k}_in_turn": f for k, f in in_turn.items()}
+    fns = {f"{name}_side_by_side": partial(together, train, lexicon, opts, *shape)
+           for name, shape in CASES.items()}  # fmt: skip
+    fns |= {f"{name}_in_turn": partial(in_turn, train, lexicon, opts, *shape)
+            for name, shape in CASES.items()}  # fmt: skip
     started = time.perf_counter()
     times = common.round_robin(fns, rounds=rounds, warmup=0)
     res = {
@@ -101,7 +109,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
         **{
-            f"speedup_{k}": common.ratios(times, f"{k}_side_by_side")[f"{k}_in_turn"] for k in cases
+            f"speedup_{k}": common.ratios(times, f"{k}_side_by_side")[f"{k}_in_turn"] for k in CASES
         },  # fmt: skip
         "same_networks_as_alone": same_as_alone(train, lexicon, replace(opts, networks=2)),
     }
