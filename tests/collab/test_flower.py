@@ -1,7 +1,9 @@
 """The Flower engine: real SuperLink and SuperNodes on 127.0.0.1, started and stopped here."""
 
 import os
+import socket
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ import pytest
 from veil import collab
 from veil.collab.flower.launcher import Cluster
 from veil.collab.participant import flat
+from veil.core.errors import VeilError
+from veil.core.net import free_port
 
 pytest.importorskip("flwr")
 CFG = {"data": "digits", "participants": 3, "eval_limit": 200}
@@ -55,6 +59,41 @@ def test_cluster_stops_every_process_it_started(tmp_path):
             os.killpg(pid, 0)
 
 
+def test_a_port_taken_before_flower_binds_it_is_replaced(tmp_path, monkeypatch):
+    from veil.collab.flower import launcher
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        # the SuperLink's first pick and supernode-0's are taken by the time Flower binds them
+        picks = iter([taken, None, taken])
+        monkeypatch.setattr(launcher, "free_port", lambda: next(picks, None) or free_port())
+        cluster = launcher.Cluster(1, tmp_path)
+        try:
+            cluster.start()
+            time.sleep(1)
+            cluster.check_alive()
+            assert cluster.port != taken and len(cluster.procs) == 3
+            for name in ("superlink", "supernode-0"):
+                log = (tmp_path / "logs" / f"{name}.log").read_text().splitlines()
+                assert any(launcher.TAKEN in line and str(taken) in line for line in log)
+            runner = cluster.named["node-0"].args
+            assert runner[-1] != f"127.0.0.1:{taken}" and runner[-1].startswith("127.0.0.1:")
+        finally:
+            cluster.stop()
+        # a port the user chose is not replaced: its being taken is an error naming it
+        procs = launcher.Processes(tmp_path / "fixed")
+        node = partial(launcher.supernode_command, "127.0.0.1:9", 0, 1)
+        try:
+            with pytest.raises(
+                VeilError, match=f"did not start \\(code 1\\): port {taken} is in use"
+            ):
+                procs.start_listening({"supernode": node}, port=taken)
+        finally:
+            procs.stop()
+
+
 def test_secure_aggregation_with_secagg_plus_matches_plain_fedavg(tmp_path):
     cfg = collab.CollabConfig(
         algo="fedavg", rounds=2, fedavg=collab.FedAvgConfig(secure=True), **CFG
@@ -83,8 +122,8 @@ def test_a_node_that_dies_mid_run_is_counted_and_the_run_goes_on(tmp_path):
             cluster.submit(write_app(work / "app", app_config(cfg, result, ckpt, timeout=5)))
             if not _appears(ckpt, 180):  # round 1 is done
                 continue
-            for proc in cluster.procs[-2:]:  # node 2: its SuperNode and its task runner
-                os.killpg(proc.pid, 9)
+            for name in ("supernode-2", "node-2"):  # node 2: its SuperNode and its task runner
+                os.killpg(cluster.named[name].pid, 9)
             _wait_for(result)
             break
         finally:

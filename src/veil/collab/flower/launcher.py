@@ -17,11 +17,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from veil.core.errors import VeilError
 from veil.core.net import free_port, stop_groups
 
+NODE = [sys.executable, "-m", "veil.collab.flower.node"]
+# Flower 1.42's SuperLink and SuperNode serve with uvicorn, which logs the first line once it
+# listens on the port it was given, and the second when another process holds that port.
+LISTENING = "Uvicorn running on http://127.0.0.1:{port} "
+TAKEN = "address already in use"
+PORT_TRIES = 5
 APP_FILES = {
     "veil_app/__init__.py": '"""veil collaborative training as a Flower app."""\n',
     "veil_app/server.py": "from veil.collab.flower import server_app\n\napp = server_app.app\n",
@@ -64,25 +71,23 @@ def write_app(folder: Path, config: dict) -> Path:
     return folder
 
 
-def node_commands(
+def supernode_command(
     superlink: str,
     pid: int,
     n: int,
     port: int,
     root_certificates: str | None = None,
     auth_keys: tuple[str, str] | None = None,
-) -> list[tuple[str, list[str]]]:
-    """The two processes of one veil node: Flower's SuperNode (process isolation, short
-    polls) connected to ``superlink``, and veil's task runner on its Runtime API ``port``.
-    ``auth_keys`` (private, public key files) make the SuperNode authenticate itself to a
-    SuperLink started with ``--enable-supernode-auth``."""
-    node = [sys.executable, "-m", "veil.collab.flower.node"]
+) -> list[str]:
+    """Flower's SuperNode of one veil node (process isolation, short polls), connected to
+    ``superlink``, serving its Runtime API on ``port``. ``auth_keys`` (private, public key
+    files) make it authenticate itself to a SuperLink started with ``--enable-supernode-auth``."""
     tls = ["--root-certificates", root_certificates] if root_certificates else ["--insecure"]
     if auth_keys:
         tls += ["--auth-supernode-private-key", auth_keys[0]]
         tls += ["--auth-supernode-public-key", auth_keys[1]]
-    supernode = [
-        *node,
+    return [
+        *NODE,
         "supernode",
         *tls,
         "--superlink",
@@ -96,8 +101,13 @@ def node_commands(
         "--node-config",
         f"partition-id={pid} num-partitions={n}",
     ]
-    runner = [*node, "serve", "--runtime-api-address", f"127.0.0.1:{port}"]
-    return [("supernode", supernode), ("node", runner)]
+
+
+def runner_command(port: int) -> list[str]:
+    """veil's task runner of one node, taking its SuperNode's tasks on the Runtime API at
+    ``port``: start it only once that SuperNode listens (:meth:`Processes.start_listening`),
+    so that it never talks to another process that holds the port."""
+    return [*NODE, "serve", "--runtime-api-address", f"127.0.0.1:{port}"]
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -131,18 +141,59 @@ class Processes:
     def __init__(self, work: Path):
         self.work = work
         self.procs: list[subprocess.Popen] = []
+        self.named: dict[str, subprocess.Popen] = {}
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = flower_env(work / "flwr-home")
 
-    def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+    def _start(self, name: str, argv: list[str], mode: str = "wb") -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", mode)  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(
             argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         proc.log_file = log
+        proc.log_from = log.tell()  # this start's lines: a restart appends to the same log
         self.procs.append(proc)
+        self.named[name] = proc
         return proc
+
+    def _log_of(self, name: str) -> str:
+        with open(self.logs / f"{name}.log", "rb") as f:
+            f.seek(self.named[name].log_from)
+            return f.read().decode(errors="replace")
+
+    def start_listening(self, commands: dict, port: int = 0, wait_s: float = 120.0) -> dict:
+        """Start ``commands`` (name: a function of the port to listen on, giving the argv)
+        side by side and return each one's port once it listens. Flower binds its ports
+        itself, so a port is picked here, released, and bound there: another process may
+        take it in between. A command whose picked port was taken starts again on a fresh
+        one (up to ``PORT_TRIES`` times, each start appended to its log); with ``port``
+        (not 0) every command gets that port, and its being taken is an error."""
+        ports = {name: port or free_port() for name in commands}
+        tries = dict.fromkeys(commands, 1)
+        waiting = {name: self._start(name, argv(ports[name])) for name, argv in commands.items()}
+        deadline = time.monotonic() + wait_s
+        while waiting:
+            for name, proc in list(waiting.items()):
+                log = self._log_of(name)
+                if LISTENING.format(port=ports[name]) in log:
+                    del waiting[name]
+                elif proc.poll() is not None:
+                    taken = TAKEN in log
+                    if port or not taken or tries[name] == PORT_TRIES:
+                        why = f": port {ports[name]} is in use" if taken else ""
+                        raise VeilError(f"{name} did not start (code {proc.returncode}){why}:\n"
+                                        f"{self.tails()}")  # fmt: skip
+                    stop_groups([proc])  # what it started too
+                    self.procs.remove(proc)
+                    proc.log_file.close()
+                    ports[name], tries[name] = free_port(), tries[name] + 1
+                    waiting[name] = self._start(name, commands[name](ports[name]), "ab")
+            if waiting and time.monotonic() > deadline:
+                raise VeilError(f"{', '.join(waiting)} did not listen within {wait_s:.0f} s:\n"
+                                f"{self.tails()}")  # fmt: skip
+            time.sleep(0.05)
+        return ports
 
     def check_alive(self) -> None:
         for proc in self.procs:
@@ -176,8 +227,10 @@ def run_node(
 
     signal.signal(signal.SIGTERM, stop_on_term)
     try:
-        for name, argv in node_commands(superlink, pid, n, port, root_certificates, auth_keys):
-            procs._start(name, argv)
+        command = partial(supernode_command, superlink, pid, n, root_certificates=root_certificates,
+                          auth_keys=auth_keys)  # fmt: skip
+        listening = procs.start_listening({"supernode": command}, port=port)
+        procs._start("node", runner_command(listening["supernode"]))
         while True:
             procs.check_alive()
             time.sleep(0.5)
@@ -191,29 +244,34 @@ class Cluster(Processes):
     def __init__(self, n: int, work: Path):
         super().__init__(work)
         self.n = n
-        self.port = free_port()  # Flower 1.42 serves Runtime, Control and Fleet APIs on one port
-        home = work / "flwr-home"
+        self.port = None  # Flower 1.42 serves Runtime, Control and Fleet APIs on one port
+
+    def start(self) -> None:
+        """The SuperLink, then the SuperNodes once it listens (they are given its port),
+        then each task runner once its SuperNode listens."""
+        superlink = [str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--host",
+                     "127.0.0.1", "--disable-runtime-dependency-installation"]  # fmt: skip
+        link = self.start_listening({"superlink": lambda p: [*superlink, "--port", str(p)]})
+        self.port = link["superlink"]
+        home = self.work / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
             '[superlink]\ndefault = "veil"\n\n[superlink.veil]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
-
-    def start(self) -> None:
-        bindir = Path(sys.executable).parent
-        superlink = [str(bindir / "flower-superlink"), "--insecure", "--host", "127.0.0.1"]
-        self._start(
-            "superlink",
-            [*superlink, "--port", str(self.port), "--disable-runtime-dependency-installation"],
-        )
-        for i in range(self.n):
-            for name, argv in node_commands(f"127.0.0.1:{self.port}", i, self.n, free_port()):
-                self._start(f"{name}-{i}", argv)
+        address = f"127.0.0.1:{self.port}"
+        nodes = {
+            f"supernode-{i}": partial(supernode_command, address, i, self.n) for i in range(self.n)
+        }
+        for name, port in self.start_listening(nodes).items():
+            self._start(name.replace("supernode", "node"), runner_command(port))
 
     def submit(self, app: Path) -> None:
-        """``flwr run`` the app on this cluster's SuperLink (retried while it starts)."""
+        """``flwr run`` the app on this cluster's SuperLink (retried while it settles; the
+        cluster's processes are checked before each try)."""
         flwr = str(Path(sys.executable).parent / "flwr")
         for _ in range(60):
+            self.check_alive()
             proc = subprocess.run(
                 [flwr, "run", str(app), "veil"], env=self.env, capture_output=True, text=True
             )
