@@ -5,6 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from veil.core.errors import ModelFileError, VeilError
 from veil.deid.corpus import Note, tokens
@@ -343,3 +345,24 @@ def test_an_ensemble_reports_each_epoch_once_with_its_networks_means():
     stop.set()
     with pytest.raises(Stopped):
         tagger.fit(tagger.encoder.encode(notes), stop=stop)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=6))
+def test_the_unpacked_bilstm_equals_the_packed_one(lengths):
+    from veil.deid.tagger import TaggerNet
+
+    torch.manual_seed(len(lengths))
+    lstm = torch.nn.LSTM(5, 4, batch_first=True, bidirectional=True)
+    net = TaggerNet.__new__(TaggerNet)  # only its LSTM is used here
+    torch.nn.Module.__init__(net)
+    net.lstm = lstm
+    x, n = torch.randn(len(lengths), 9, 5), torch.tensor(lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, n, batch_first=True, enforce_sorted=False)
+    want, _ = torch.nn.utils.rnn.pad_packed_sequence(
+        lstm(packed)[0], batch_first=True, total_length=9
+    )
+    with torch.no_grad():
+        got = net.lstm_padded(x, n)
+    assert torch.allclose(got, want.detach(), atol=1e-6)
+    assert all(bool((got[i, k:] == 0).all()) for i, k in enumerate(lengths))

@@ -107,6 +107,9 @@ class Options:
             )
 
 
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
 class TaggerNet(nn.Module):
     """Emission scores per token from words, characters and features; a CRF on top."""
 
@@ -154,12 +157,40 @@ class TaggerNet(nn.Module):
         ch = self.chars(spellings).transpose(1, 2)
         ch = torch.relu(self.conv(ch)).max(dim=2).values[index]
         x = self.dropout(torch.cat([self.words(words), ch, feats], dim=2))
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        h, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=words.shape[1])
+        if torch.is_grad_enabled():
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            h, _ = self.lstm(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
+        else:
+            h = self.lstm_padded(x, lengths)
         return self.out(self.dropout(h))
+
+    def lstm_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM over right-padded ``x`` without packing it: the forward direction as it
+        is, the reverse one over each row turned round within its length, zeros past the
+        end, as the packed run gives them. Over a packed batch torch steps through time one
+        matrix product at a time; padded, it takes its fused kernel: on 100 test notes,
+        0.136 s instead of 0.150 s on one thread, 0.082 s instead of 0.114 s on two. The
+        outputs agree to about 1e-5 (float sums in another order); the shipped tagger's spans
+        are the same on all 1,557 PhysioNet notes at every bias from -2 to 6 in steps of
+        0.25. For inference: training (grad enabled) keeps the packed run."""
+        steps = torch.arange(x.shape[1])
+        inside = steps[None, :] < lengths[:, None]
+        turned = torch.where(inside, lengths[:, None] - 1 - steps, steps)[..., None]
+
+        def turn(t: torch.Tensor) -> torch.Tensor:
+            return t.gather(1, turned.expand(-1, -1, t.shape[2]))
+
+        h = torch.cat([self._direction(x, ""), turn(self._direction(turn(x), "_reverse"))], 2)
+        return h * inside[..., None]
+
+    def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One direction of ``self.lstm`` (``suffix`` "" or "_reverse") over padded ``x``."""
+        weights = [getattr(self.lstm, f"{w}_l0{suffix}") for w in LSTM_WEIGHTS]
+        zero = x.new_zeros(1, x.shape[0], self.lstm.hidden_size)
+        return torch._VF.lstm(x, (zero, zero), weights, True, 1, 0.0, False, False, True)[0]
 
     def dropout(self, x: torch.Tensor) -> torch.Tensor:
         """``self.drop``, drawing from ``self.rng`` when it is set (the same draws as
