@@ -140,8 +140,7 @@ class Processes:
 
     def __init__(self, work: Path):
         self.work = work
-        self.procs: list[subprocess.Popen] = []
-        self.named: dict[str, subprocess.Popen] = {}
+        self.named: dict[str, subprocess.Popen] = {}  # the latest start of each
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = flower_env(work / "flwr-home")
@@ -153,9 +152,13 @@ class Processes:
         )
         proc.log_file = log
         proc.log_from = log.tell()  # this start's lines: a restart appends to the same log
-        self.procs.append(proc)
         self.named[name] = proc
         return proc
+
+    @property
+    def procs(self) -> list[subprocess.Popen]:
+        """The processes started here (a restarted one: its latest start)."""
+        return list(self.named.values())
 
     def _log_of(self, name: str) -> str:
         with open(self.logs / f"{name}.log", "rb") as f:
@@ -185,7 +188,6 @@ class Processes:
                         raise VeilError(f"{name} did not start (code {proc.returncode}){why}:\n"
                                         f"{self.tails()}")  # fmt: skip
                     stop_groups([proc])  # what it started too
-                    self.procs.remove(proc)
                     proc.log_file.close()
                     ports[name], tries[name] = free_port(), tries[name] + 1
                     waiting[name] = self._start(name, commands[name](ports[name]), "ab")
