@@ -168,6 +168,7 @@ def main() -> None:
         "parameters": central.parameters(),
         "networks": args.networks,
         "headline_parameters": final.parameters(),
+        "precision": final.precision,
         "trained_on": "train+dev" if args.train_on_dev else "train",
         "train_s": round(train_s, 1),
         "final_train_s": round(final_s, 1),

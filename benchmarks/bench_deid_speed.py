@@ -7,7 +7,9 @@ same tagger as an ensemble of two and of three networks (copies of its network: 
 ensemble's cost does not depend on its weights) and Presidio (pattern recognizers, and with
 spaCy's small model when installed) on the first 100 test notes of the bench split. The
 allocator is held steady (``common.steady_allocator``) and torch uses 2 threads, as in
-``bench_deid.py``. Also the tagger's time by stage (rules, encoding, networks, decoding).
+``bench_deid.py``. The BiLSTM runs in the precision ``VEIL_DEID_PRECISION`` picks (bfloat16 on
+CPUs with AMX; recorded as ``precision``). Also the tagger's time by stage (rules, encoding,
+networks, decoding).
 
 Writes benchmarks/results/deid_speed.json: notes per second of each, and
 ``speedup_vs_<presidio>`` per network count (median over rounds of Presidio's time over the
@@ -82,6 +84,7 @@ def main() -> None:
         "allocator": allocator,
         "torch_threads": torch.get_num_threads(),
         "networks_are": "copies of the shipped tagger's network",
+        "precision": one.precision,
         **{f"{k}_notes_per_s": len(sample) / statistics.median(v) for k, v in times.items()},
     }
     for n in taggers:  # Presidio's time over the tagger's, median over rounds

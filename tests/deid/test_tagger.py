@@ -179,6 +179,26 @@ def test_chunks_cut_at_line_breaks_and_cover_all_tokens():
     assert "\n" in text[toks[bounds[0][1] - 1][1] : toks[bounds[0][1]][0]]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from(["a", "7", " ", "\n", ".", "é"]), max_size=80), st.integers(1, 9))
+def test_chunks_are_the_longest_runs_that_end_at_the_last_line_break(text, max_len):
+    """Each chunk is the longest run from its start that fits in ``max_len`` and ends where
+    a line break follows (the end of the note, or ``max_len`` tokens when none does)."""
+    toks = tokens(text)
+    bounds = chunk_bounds(text, toks, max_len)
+    assert [a for a, _ in bounds[1:]] == [b for _, b in bounds[:-1]]
+    assert (bounds[0][0], bounds[-1][1]) == (0, len(toks)) if toks else bounds == []
+
+    def broken(i):  # a line break between token i - 1 and token i
+        return "\n" in text[toks[i - 1][1] : toks[i][0]]
+
+    for start, end in bounds:
+        assert 0 < end - start <= max_len
+        if end < len(toks):
+            fits = [i for i in range(start + 1, start + max_len + 1) if broken(i)]
+            assert end == (fits[-1] if fits else start + max_len)
+
+
 def test_notes_encoded_together_are_encoded_as_each_alone():
     """Encoding looks the lexicon up once per batch; each note must come out as if alone."""
     from veil.deid.encode import MAX_CHARS, SHAPES, Encoder, char_ids
@@ -362,3 +382,44 @@ def test_the_unpacked_bilstm_equals_the_packed_one(lengths):
         want, got = net.lstm_packed(x, n), net.lstm_padded(x, n)
     assert torch.allclose(got, want, atol=1e-6)
     assert all(bool((got[i, k:] == 0).all()) for i, k in enumerate(lengths))
+
+
+def test_inference_precision_follows_the_setting_and_the_cpu(monkeypatch):
+    from veil.core.errors import ConfigError
+    from veil.deid import tagger as tagger_module
+    from veil.deid.tagger import inference_dtype
+
+    monkeypatch.setenv("VEIL_DEID_PRECISION", "fp32")
+    assert inference_dtype() == torch.float32
+    assert inference_dtype("bf16") == torch.bfloat16  # an explicit choice wins over the setting
+    monkeypatch.setenv("VEIL_DEID_PRECISION", " BF16 ")
+    assert inference_dtype() == torch.bfloat16
+    for amx, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(tagger_module, "amx_bf16", lambda amx=amx: amx)
+        monkeypatch.delenv("VEIL_DEID_PRECISION", raising=False)
+        assert inference_dtype() == want
+        assert inference_dtype("auto") == want
+    monkeypatch.setenv("VEIL_DEID_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match="VEIL_DEID_PRECISION.*'fp16'"):
+        inference_dtype()
+
+
+def test_a_tagger_in_bf16_scores_near_its_fp32_self_and_trains_in_fp32(tiny_tagger):
+    from veil.deid.tagger import _batch
+
+    notes, before = synthetic_notes(6, seed=5), tiny_tagger.precision
+    tiny_tagger.precision = "fp32"
+    assert tiny_tagger.precision == "fp32"
+    exact = tiny_tagger.emissions(notes)
+    with torch.enable_grad():  # training's path (packed, float32) whatever the precision
+        words, chars, feats, _, lengths, _ = _batch([c for c, _ in exact])
+        packed = tiny_tagger.net.emissions(words, chars, feats, lengths)
+    tiny_tagger.precision = "bf16"
+    assert tiny_tagger.precision == "bf16"
+    rounded = tiny_tagger.emissions(notes)
+    gaps = [np.abs(a - b).max() for (_, a), (_, b) in zip(exact, rounded, strict=True)]
+    assert 0 < max(gaps) < 0.1  # bfloat16 was used, and it moved the scores little
+    for i, (c, e) in enumerate(exact):
+        assert np.allclose(packed[i, : len(c.toks)].detach().numpy(), e, atol=1e-5)
+    assert rounded[0][1].dtype == np.float32
+    tiny_tagger.precision = before

@@ -9,6 +9,7 @@ is an error that names it: nothing is dropped silently.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -264,6 +265,12 @@ def tokens(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in TOKEN.finditer(text)]
 
 
+def offsets(toks: list[tuple[int, int]]) -> np.ndarray:
+    """``toks`` as an ``(n, 2)`` int64 array of starts and ends."""
+    flat = np.fromiter(itertools.chain.from_iterable(toks), dtype=np.int64, count=2 * len(toks))
+    return flat.reshape(len(toks), 2)
+
+
 def distinct(words: Iterable[str]) -> tuple[list[str], np.ndarray]:
     """Each distinct word once (first seen first), and for every word the index of its own:
     what is computed per word is then computed per spelling and copied
@@ -281,7 +288,8 @@ def token_mask(toks: list[tuple[int, int]], spans: Iterable[Span], length: int) 
         covered[s.end] -= 1
     inside = np.cumsum(covered)[:-1] > 0
     prefix = np.concatenate([[0], np.cumsum(inside)])
-    return np.array([prefix[e] > prefix[s] for s, e in toks], dtype=bool)
+    at = offsets(toks)
+    return prefix[at[:, 1]] > prefix[at[:, 0]]
 
 
 def split_patients(

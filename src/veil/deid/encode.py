@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from veil.deid import rules
-from veil.deid.corpus import LABELS, Note, Span, distinct, token_mask, tokens
+from veil.deid.corpus import LABELS, Note, Span, distinct, offsets, token_mask, tokens
 from veil.deid.lexicon import Lexicon
 from veil.deid.subwords import Subwords
 
@@ -131,13 +131,35 @@ def shape_features(text: str, toks: list[tuple[int, int]], words: list[str]) -> 
     if not toks:
         return out
     once, where = distinct(words)
-    out[:, :-2] = np.array([_word_shape(w) for w in once], dtype=np.float32)[where]
-    starts = np.array([s for s, _ in toks], dtype=np.int64)
-    chars = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    out[:, -2] = _just_before(chars == ord("\n"), starts, 2)
-    out[0, -2] = 1  # the first token starts a line
-    out[:, -1] = _just_before(chars == ord(":"), starts, 3)
+    out[:, :-2] = word_shapes(once)[where]
+    out[:, -2:] = place_features(text, toks)
     return out
+
+
+def word_shapes(words: list[str]) -> np.ndarray:
+    """The first eleven :data:`SHAPES` of each word (those that do not depend on where it
+    stands), float32."""
+    rows = np.array([_word_shape(w) for w in words], dtype=np.float32)
+    return rows.reshape(len(words), len(SHAPES) - 2)
+
+
+def place_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
+    """The last two :data:`SHAPES` of each token: a line break in the 2 characters before it
+    (or the first token), a colon in the 3 before it."""
+    out = np.zeros((len(toks), 2), dtype=np.float32)
+    if not toks:
+        return out
+    starts = offsets(toks)[:, 0]
+    chars = code_points(text)
+    out[:, 0] = _just_before(chars == ord("\n"), starts, 2)
+    out[0, 0] = 1  # the first token starts a line
+    out[:, 1] = _just_before(chars == ord(":"), starts, 3)
+    return out
+
+
+def code_points(text: str) -> np.ndarray:
+    """One uint32 per character of ``text`` (lone surrogates kept)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def _just_before(hit: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
@@ -207,47 +229,55 @@ class Encoder:
         out = []
         toks_of = [tokens(note.text) for note in notes]
         words_of = [[n.text[s:e] for s, e in toks] for n, toks in zip(notes, toks_of, strict=True)]
-        every = [w for words in words_of for w in words]
-        cuts = np.cumsum([len(w) for w in words_of])
-        # the features looked up by word, for all notes at once, then split per note
-        by_word = self.lexicon.features(every)
-        if self.subwords:
-            by_word = np.concatenate([by_word, self.subwords.features(every)], axis=1)
-        by_word = np.split(by_word, cuts)
-        for k, (note, toks, words) in enumerate(zip(notes, toks_of, words_of, strict=True)):
+        # what depends on the word alone is found once per spelling of all the notes
+        once, where = distinct(w for words in words_of for w in words)
+        per_word = self.word_features(once)
+        ids = np.array([self.index.get(norm(w), UNK) for w in once], dtype=np.int64)
+        chars = np.array([_char_row(w) for w in once], dtype=np.int64).reshape(-1, MAX_CHARS)
+        cuts = np.cumsum([0, *(len(t) for t in toks_of)])
+        shapes = len(SHAPES) - 2
+        for k, (note, toks) in enumerate(zip(notes, toks_of, strict=True)):
             if not toks:
                 continue
-            feats = np.concatenate(
-                [
-                    shape_features(note.text, toks, words),
-                    rule_features(
-                        toks,
-                        rule_spans[k] if rule_spans else rules.spans(note.text),
-                        len(note.text),
-                    ),
-                    by_word[k],
-                ],
-                axis=1,
-            )
-            ids = np.array([self.index.get(norm(w), UNK) for w in words], dtype=np.int64)
-            chars = np.array([_char_row(w) for w in words], dtype=np.int64)
+            mine = where[cuts[k] : cuts[k + 1]]
+            found = rule_spans[k] if rule_spans else rules.spans(note.text)
+            feats = np.empty((len(toks), self.n_features), dtype=np.float32)
+            feats[:, :shapes] = per_word[mine, :shapes]
+            feats[:, shapes : len(SHAPES)] = place_features(note.text, toks)
+            feats[:, len(SHAPES) : N_FEATURES_BASE] = rule_features(toks, found, len(note.text))
+            feats[:, N_FEATURES_BASE:] = per_word[mine, shapes:]
             tags = bio(toks, note.spans) if gold else np.zeros(len(toks), dtype=np.int64)
+            words, letters = ids[mine], chars[mine]
             for a, b in chunk_bounds(note.text, toks, self.max_len):
-                out.append(Encoded(k, toks[a:b], ids[a:b], chars[a:b], feats[a:b], tags[a:b]))
+                out.append(Encoded(k, toks[a:b], words[a:b], letters[a:b], feats[a:b], tags[a:b]))
         return out
+
+    def word_features(self, words: list[str]) -> np.ndarray:
+        """The features of each word that do not depend on where it stands: its first eleven
+        :data:`SHAPES`, lexicon groups and subword vector (if any)."""
+        parts = [word_shapes(words), self.lexicon.features(words)]
+        if self.subwords:
+            parts.append(self.subwords.features(words))
+        return np.concatenate(parts, axis=1)
 
 
 def chunk_bounds(text: str, toks: list[tuple[int, int]], max_len: int) -> list[tuple[int, int]]:
-    """Token ranges of at most ``max_len`` tokens, cut at line breaks where possible."""
-    bounds, start, last_break = [], 0, 0
-    for i in range(1, len(toks) + 1):
-        if i == len(toks):
-            bounds.append((start, i))
-            break
-        if "\n" in text[toks[i - 1][1] : toks[i][0]]:
-            last_break = i
-        if i - start >= max_len:
-            cut = last_break if last_break > start else i
-            bounds.append((start, cut))
-            start = cut
+    """Token ranges of at most ``max_len`` tokens, cut at line breaks where possible: a range
+    that would run longer ends before the last token in it that follows a line break (or,
+    with none after its first token, after ``max_len`` tokens)."""
+    n = len(toks)
+    if not n:
+        return []
+    at = offsets(toks)
+    lines = np.concatenate([[0], np.cumsum(code_points(text) == ord("\n"))])
+    # the tokens with a line break between them and the token before
+    breaks = 1 + np.flatnonzero(lines[at[1:, 0]] > lines[at[:-1, 1]])
+    bounds, start = [], 0
+    while n - start > max_len:
+        end = start + max_len
+        last = breaks[np.searchsorted(breaks, end, side="right") - 1] if len(breaks) else 0
+        cut = int(last) if start < last <= end else end
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, n))
     return bounds
