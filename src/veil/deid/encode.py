@@ -125,17 +125,6 @@ class Encoded:
     tags: np.ndarray
 
 
-def shape_features(text: str, toks: list[tuple[int, int]], words: list[str]) -> np.ndarray:
-    """:data:`SHAPES` of each token (``words``: the tokens' text, already cut from ``text``)."""
-    out = np.zeros((len(toks), len(SHAPES)), dtype=np.float32)
-    if not toks:
-        return out
-    once, where = distinct(words)
-    out[:, :-2] = word_shapes(once)[where]
-    out[:, -2:] = place_features(text, toks)
-    return out
-
-
 def word_shapes(words: list[str]) -> np.ndarray:
     """The first eleven :data:`SHAPES` of each word (those that do not depend on where it
     stands), float32."""
