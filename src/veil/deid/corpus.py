@@ -286,10 +286,15 @@ def token_mask(toks: list[tuple[int, int]], spans: Iterable[Span], length: int) 
     for s in spans:
         covered[s.start] += 1
         covered[s.end] -= 1
-    inside = np.cumsum(covered)[:-1] > 0
-    prefix = np.concatenate([[0], np.cumsum(inside)])
     at = offsets(toks)
-    return prefix[at[:, 1]] > prefix[at[:, 0]]
+    return any_between(np.cumsum(covered)[:-1] > 0, at[:, 0], at[:, 1])
+
+
+def any_between(hit: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each ``i``, whether ``hit`` (one flag per character) holds anywhere in
+    ``[starts[i], ends[i])``."""
+    seen = np.concatenate([[0], np.cumsum(hit)])
+    return seen[ends] > seen[starts]
 
 
 def split_patients(

@@ -16,7 +16,16 @@ from functools import lru_cache
 import numpy as np
 
 from veil.deid import rules
-from veil.deid.corpus import LABELS, Note, Span, distinct, offsets, token_mask, tokens
+from veil.deid.corpus import (
+    LABELS,
+    Note,
+    Span,
+    any_between,
+    distinct,
+    offsets,
+    token_mask,
+    tokens,
+)
 from veil.deid.lexicon import Lexicon
 from veil.deid.subwords import Subwords
 
@@ -140,9 +149,9 @@ def place_features(text: str, toks: list[tuple[int, int]]) -> np.ndarray:
         return out
     starts = offsets(toks)[:, 0]
     chars = code_points(text)
-    out[:, 0] = _just_before(chars == ord("\n"), starts, 2)
+    for j, (mark, width) in enumerate((("\n", 2), (":", 3))):
+        out[:, j] = any_between(chars == ord(mark), np.maximum(starts - width, 0), starts)
     out[0, 0] = 1  # the first token starts a line
-    out[:, 1] = _just_before(chars == ord(":"), starts, 3)
     return out
 
 
@@ -151,14 +160,6 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def _just_before(hit: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """For each start, whether ``hit`` (one flag per character) holds in the ``width``
-    characters before it."""
-    seen = np.concatenate([[0], np.cumsum(hit)])
-    return seen[starts] > seen[np.maximum(starts - width, 0)]
-
-
-@lru_cache(maxsize=65536)
 def _word_shape(w: str) -> tuple[bool, ...]:
     """The first eleven :data:`SHAPES` of a word (the last two depend on where it stands)."""
     return (
@@ -258,9 +259,8 @@ def chunk_bounds(text: str, toks: list[tuple[int, int]], max_len: int) -> list[t
     if not n:
         return []
     at = offsets(toks)
-    lines = np.concatenate([[0], np.cumsum(code_points(text) == ord("\n"))])
     # the tokens with a line break between them and the token before
-    breaks = 1 + np.flatnonzero(lines[at[1:, 0]] > lines[at[:-1, 1]])
+    breaks = 1 + np.flatnonzero(any_between(code_points(text) == ord("\n"), at[:-1, 1], at[1:, 0]))
     bounds, start = [], 0
     while n - start > max_len:
         end = start + max_len

@@ -715,7 +715,7 @@ class Tagger:
     def precision(self) -> str:
         """What the BiLSTM runs in at inference: "fp32" or "bf16"."""
         net = next(m for m in self.net.modules() if isinstance(m, TaggerNet))
-        return "bf16" if net.lstm_dtype == torch.bfloat16 else "fp32"
+        return next(name for name, dtype in PRECISIONS.items() if dtype == net.lstm_dtype)
 
     @precision.setter
     def precision(self, precision: str) -> None:
